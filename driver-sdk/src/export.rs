@@ -1,0 +1,295 @@
+//! The driver trait and the glue between it and the WIT exports.
+
+use std::any::Any;
+use std::cell::RefCell;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::schema::{Node, Schema};
+use crate::system::Subscription;
+use crate::{DriverInfo, Error, Result};
+
+/// A device driver. Every method has a default, so implement only the hooks you need.
+///
+/// The host calls these one at a time: a driver never runs two calls at once, and a call
+/// that waits on the device (through [`crate::transport::request`]) holds back the others.
+pub trait Driver: Default + 'static {
+    /// The driver's settings. The host merges them from every level they are configured
+    /// at and hands them to [`Driver::init`]; their schema is part of the metadata.
+    type Settings: DeserializeOwned + Schema;
+
+    /// Name, generic name, transport and the other facts of the metadata.
+    const INFO: DriverInfo;
+
+    /// The module started, or its settings changed. An error is logged by the host and
+    /// leaves the module running.
+    fn init(&mut self, settings: Self::Settings) -> Result<()> {
+        let _ = settings;
+        Ok(())
+    }
+
+    /// The host opened the connection to the device.
+    fn connected(&mut self) {}
+
+    /// The connection to the device closed or failed.
+    fn disconnected(&mut self) {}
+
+    /// A message arrived that no call was waiting for.
+    fn received(&mut self, data: &[u8]) {
+        crate::log::debug(&format!("ignored {} unsolicited bytes", data.len()));
+    }
+
+    /// A timer set with [`crate::timers`] fired.
+    fn timer(&mut self, tag: &str) {
+        let _ = tag;
+    }
+
+    /// A watched status value of another module changed.
+    fn notify(&mut self, subscription: Subscription, value: Value) {
+        let _ = (subscription, value);
+    }
+}
+
+/// The functions of a driver, implemented by `#[functions]` on an `impl` block.
+pub trait Functions {
+    /// JSON array describing every function: name, description, level, parameter and
+    /// result schemas.
+    const FUNCTIONS: Node;
+
+    /// Run `function` with `args` (a JSON array or object) and return the result as JSON.
+    fn call(&mut self, function: &str, args: &str) -> Result<String>;
+}
+
+thread_local! {
+    /// The one driver instance of this component, created on first use.
+    static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+}
+
+fn with_driver<D: Driver, R>(f: impl FnOnce(&mut D) -> R) -> R {
+    INSTANCE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let boxed = slot.get_or_insert_with(|| Box::new(D::default()));
+        match boxed.downcast_mut::<D>() {
+            Some(driver) => f(driver),
+            None => {
+                // Only one driver type is ever exported per component.
+                let mut fresh = D::default();
+                let result = f(&mut fresh);
+                *boxed = Box::new(fresh);
+                result
+            }
+        }
+    })
+}
+
+/// The export functions, generic over the driver; `export_driver!` wires them up.
+pub mod glue {
+    use super::*;
+    use crate::wit::types::Error as WitError;
+
+    /// `init` export.
+    pub fn init<D: Driver>(settings: String) -> Result<(), WitError> {
+        let settings: D::Settings = serde_json::from_str(&settings)
+            .map_err(|e| Error::InvalidArguments(format!("settings: {e}")))?;
+        with_driver::<D, _>(|driver| driver.init(settings)).map_err(Into::into)
+    }
+
+    /// `exec` export.
+    pub fn exec<D: Driver + Functions>(function: String, args: String) -> Result<String, WitError> {
+        with_driver::<D, _>(|driver| driver.call(&function, &args)).map_err(Into::into)
+    }
+
+    /// `connected` export.
+    pub fn connected<D: Driver>() {
+        with_driver::<D, _>(|driver| driver.connected());
+    }
+
+    /// `disconnected` export.
+    pub fn disconnected<D: Driver>() {
+        with_driver::<D, _>(|driver| driver.disconnected());
+    }
+
+    /// `received` export.
+    pub fn received<D: Driver>(data: Vec<u8>) {
+        with_driver::<D, _>(|driver| driver.received(&data));
+    }
+
+    /// `timer` export.
+    pub fn timer<D: Driver>(_id: u64, tag: String) {
+        with_driver::<D, _>(|driver| driver.timer(&tag));
+    }
+
+    /// `notify` export.
+    pub fn notify<D: Driver>(subscription: u64, value: String) {
+        let value = serde_json::from_str(&value).unwrap_or(Value::Null);
+        with_driver::<D, _>(|driver| driver.notify(Subscription::from_raw(subscription), value));
+    }
+}
+
+/// Split exec arguments into one JSON value per parameter, in order. Accepts a JSON array
+/// of positional arguments, an object of named ones, or nothing.
+pub fn parse_args(args: &str, names: &[&str]) -> Result<Vec<Value>> {
+    let mut slots = vec![Value::Null; names.len()];
+    let trimmed = args.trim();
+    if trimmed.is_empty() {
+        return Ok(slots);
+    }
+    let parsed: Value = serde_json::from_str(trimmed)
+        .map_err(|e| Error::InvalidArguments(format!("arguments are not JSON: {e}")))?;
+    match parsed {
+        Value::Null => {}
+        Value::Array(values) => {
+            if values.len() > names.len() {
+                return Err(Error::InvalidArguments(format!(
+                    "expected at most {} argument(s), got {}",
+                    names.len(),
+                    values.len()
+                )));
+            }
+            for (slot, value) in slots.iter_mut().zip(values) {
+                *slot = value;
+            }
+        }
+        Value::Object(map) => {
+            for (key, value) in map {
+                let position = names
+                    .iter()
+                    .position(|name| *name == key)
+                    .ok_or_else(|| Error::InvalidArguments(format!("unknown argument `{key}`")))?;
+                if let Some(slot) = slots.get_mut(position) {
+                    *slot = value;
+                }
+            }
+        }
+        _ => {
+            return Err(Error::InvalidArguments(
+                "arguments must be a JSON array or object".to_string(),
+            ));
+        }
+    }
+    Ok(slots)
+}
+
+/// Take argument `index` (named `name`) out of `args` as a `T`.
+pub fn take_arg<T: DeserializeOwned>(args: &mut [Value], index: usize, name: &str) -> Result<T> {
+    let value = args
+        .get_mut(index)
+        .map(std::mem::take)
+        .unwrap_or(Value::Null);
+    let missing = value.is_null();
+    serde_json::from_value(value).map_err(|e| {
+        if missing {
+            Error::InvalidArguments(format!("missing argument `{name}`"))
+        } else {
+            Error::InvalidArguments(format!("argument `{name}`: {e}"))
+        }
+    })
+}
+
+/// A function's return value as JSON text.
+pub fn result_json<T: Serialize + ?Sized>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::Failed(format!("result is not JSON: {e}")))
+}
+
+/// Export a driver type: its metadata section and the WIT `driver` interface.
+///
+/// Use it once per driver crate, at the top level: `export_driver!(MyDriver);`. The type
+/// must implement [`Driver`] and have a `#[functions]` impl block.
+#[macro_export]
+macro_rules! export_driver {
+    ($driver:ty) => {
+        const _: () = {
+            const __METADATA_LEN: usize =
+                $crate::schema::json_len(&<$driver as $crate::__private::Metadata>::METADATA);
+            #[cfg_attr(
+                target_family = "wasm",
+                unsafe(link_section = "warden:driver/metadata")
+            )]
+            #[used]
+            static __METADATA: [u8; __METADATA_LEN] = $crate::schema::to_json::<__METADATA_LEN>(
+                &<$driver as $crate::__private::Metadata>::METADATA,
+            );
+
+            struct __WardenDriverExport;
+
+            impl $crate::__private::Guest for __WardenDriverExport {
+                fn init(
+                    settings: String,
+                ) -> Result<(), $crate::__private::bindings::warden::driver::types::Error> {
+                    $crate::__private::glue::init::<$driver>(settings)
+                }
+                fn exec(
+                    function: String,
+                    args: String,
+                ) -> Result<String, $crate::__private::bindings::warden::driver::types::Error>
+                {
+                    $crate::__private::glue::exec::<$driver>(function, args)
+                }
+                fn connected() {
+                    $crate::__private::glue::connected::<$driver>()
+                }
+                fn disconnected() {
+                    $crate::__private::glue::disconnected::<$driver>()
+                }
+                fn received(data: Vec<u8>) {
+                    $crate::__private::glue::received::<$driver>(data)
+                }
+                fn timer(id: u64, tag: String) {
+                    $crate::__private::glue::timer::<$driver>(id, tag)
+                }
+                fn notify(subscription: u64, value: String) {
+                    $crate::__private::glue::notify::<$driver>(subscription, value)
+                }
+            }
+
+            $crate::__private::bindings::__export_driver_world_impl!(
+                __WardenDriverExport with_types_in $crate::__private::bindings
+            );
+        };
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positional_named_and_empty_arguments() {
+        assert_eq!(
+            parse_args("[1, true]", &["a", "b"]).unwrap(),
+            vec![Value::from(1), Value::from(true)]
+        );
+        assert_eq!(
+            parse_args(r#"{"b": 2}"#, &["a", "b"]).unwrap(),
+            vec![Value::Null, Value::from(2)]
+        );
+        assert_eq!(parse_args("", &["a"]).unwrap(), vec![Value::Null]);
+        assert!(matches!(
+            parse_args("[1,2]", &["a"]),
+            Err(Error::InvalidArguments(_))
+        ));
+        assert!(
+            matches!(parse_args(r#"{"c":1}"#, &["a"]), Err(Error::InvalidArguments(m)) if m.contains("`c`"))
+        );
+        assert!(matches!(
+            parse_args("3", &["a"]),
+            Err(Error::InvalidArguments(_))
+        ));
+    }
+
+    #[test]
+    fn missing_and_mistyped_arguments_are_named() {
+        let mut args = vec![Value::Null, Value::from("x")];
+        let missing = take_arg::<bool>(&mut args, 0, "state").unwrap_err();
+        assert_eq!(
+            missing,
+            Error::InvalidArguments("missing argument `state`".into())
+        );
+        let optional: Option<bool> = take_arg(&mut args, 0, "state").unwrap();
+        assert_eq!(optional, None);
+        let wrong = take_arg::<u8>(&mut args, 1, "level").unwrap_err();
+        assert!(wrong.message().starts_with("argument `level`"));
+    }
+}
