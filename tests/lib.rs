@@ -1,1 +1,168 @@
+//! Support for Warden's end-to-end tests: the built guests, the `warden` binary, device
+//! simulators started as child processes, and free ports on 127.0.0.1.
 
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Paths of every built driver and fixture component.
+pub mod guests {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
+
+/// The workspace's root directory.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// The `warden` binary built next to this test binary (`cargo build -p warden` first; the
+/// project's test script does).
+pub fn warden_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/<profile>/deps/all-<hash> -> target/<profile>/warden
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let bin = profile_dir.join("warden");
+    assert!(
+        bin.is_file(),
+        "{} not found: build it with `cargo build -p warden` (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// The Python (3.13, in the project's virtual environment) that runs the device
+/// simulators: `$WARDEN_PYTHON`, or the one `scripts/setup` creates.
+pub fn python() -> PathBuf {
+    let path = match std::env::var_os("WARDEN_PYTHON") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let cache = std::env::var_os("WARDEN_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                        .join(".cache/warden")
+                });
+            cache.join("venv/bin/python")
+        }
+    };
+    assert!(
+        path.is_file(),
+        "{} not found: run scripts/setup to install the device simulators",
+        path.display()
+    );
+    path
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// A child process (a device simulator) that is killed when dropped.
+#[derive(Debug)]
+pub struct Simulator {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl Simulator {
+    /// Start `command` and wait until it accepts TCP connections on `addr`.
+    pub fn start_tcp(mut command: Command, addr: SocketAddr) -> Simulator {
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
+        let mut simulator = Simulator { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return simulator;
+            }
+            if let Ok(Some(status)) = simulator.child.try_wait() {
+                panic!("simulator {command:?} exited early: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "simulator {command:?} did not listen on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Start a simulator process whose readiness the caller checks itself.
+    pub fn spawn(mut command: Command, addr: SocketAddr) -> Simulator {
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
+        Simulator { child, addr }
+    }
+
+    /// Stop it now.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The outcome of one `warden` CLI run.
+#[derive(Debug)]
+pub struct CliRun {
+    /// Exit status code.
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl CliRun {
+    /// Stdout parsed as JSON, panicking with the whole run on failure.
+    pub fn json(&self) -> serde_json::Value {
+        assert_eq!(self.code, Some(0), "warden failed: {self:#?}");
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
+    }
+}
+
+/// Run `warden` with `args` and collect its output.
+pub fn warden(args: &[&str]) -> CliRun {
+    let output = Command::new(warden_bin())
+        .args(args)
+        .env("WARDEN_CACHE_DIR", cache_dir())
+        .output()
+        .expect("run warden");
+    CliRun {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A compiled-component cache shared by the test run.
+pub fn cache_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.parent()
+        .map(|p| p.join("warden-test-cache"))
+        .unwrap_or_default()
+}

@@ -1,1 +1,13 @@
-//! Warden host.
+//! Warden: a host for building-automation device drivers compiled to sandboxed
+//! WebAssembly components.
+//!
+//! Layers, top to bottom (each uses only those below it): [`cli`]; [`runtime`] (engine,
+//! component cache, one sandbox per module); [`transport`] (host-owned device
+//! connections); [`capability`] (the single allow/deny decision); [`component`] (reading
+//! a driver without running it).
+
+pub mod capability;
+pub mod cli;
+pub mod component;
+pub mod runtime;
+pub mod transport;

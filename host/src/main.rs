@@ -1,1 +1,5 @@
-fn main() {}
+//! The `warden` command.
+
+fn main() -> std::process::ExitCode {
+    warden::cli::main()
+}

@@ -1,0 +1,375 @@
+//! The `warden` command line: `warden driver inspect` and `warden driver run`, the
+//! reviewer's and the driver author's tools.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::capability::Endpoint;
+use crate::component::{self, Inspection};
+use crate::runtime::{
+    ExecOptions, ModuleConfig, ModuleState, Runtime, RuntimeConfig, RuntimeEvent, offer,
+};
+use crate::transport::ConnectionOptions;
+
+/// Warden: a host for sandboxed building-automation drivers.
+#[derive(Debug, Parser)]
+#[command(name = "warden", version, about)]
+pub struct Cli {
+    /// Where compiled components are cached [env: WARDEN_CACHE_DIR]
+    #[arg(long, global = true)]
+    cache_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect and run driver components.
+    #[command(subcommand)]
+    Driver(DriverCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DriverCommand {
+    /// Show a component's digest, metadata, imports and exports without running it.
+    Inspect(InspectArgs),
+    /// Start one module of a driver against a device, exec one function, print the result.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+struct InspectArgs {
+    /// The driver component (.wasm).
+    file: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The driver component (.wasm).
+    file: PathBuf,
+    /// The device, as host:port (required unless the driver is a logic driver).
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Module settings, a JSON object merged over the driver's defaults.
+    #[arg(long, default_value = "{}")]
+    settings: String,
+    /// The function to run.
+    #[arg(long)]
+    exec: String,
+    /// Arguments: a JSON array (positional) or object (named).
+    #[arg(long, default_value = "[]")]
+    args: String,
+    /// Time allowed for the function, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    /// Time allowed to connect to the device first, in milliseconds.
+    #[arg(long, default_value_t = 5_000)]
+    connect_timeout_ms: u64,
+    /// Connect for each command and close when idle, instead of staying connected.
+    #[arg(long)]
+    make_break: bool,
+}
+
+/// Run the command line; the process exit code is 0 on success, 1 when the device or
+/// driver failed, 2 when the input (file, arguments) was unusable.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let cache_dir = cli
+        .cache_dir
+        .or_else(|| std::env::var_os("WARDEN_CACHE_DIR").map(PathBuf::from))
+        .unwrap_or_else(default_cache_dir);
+    let result = match cli.command {
+        Command::Driver(DriverCommand::Inspect(args)) => inspect(&args),
+        Command::Driver(DriverCommand::Run(args)) => run(&args, cache_dir),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn default_cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("warden").join("components")
+}
+
+fn read_component(path: &Path) -> anyhow::Result<Inspection> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    component::inspect(&bytes).with_context(|| format!("inspecting {}", path.display()))
+}
+
+/// The JSON form of an inspection, as `warden driver inspect --json` prints it.
+pub fn inspection_json(inspection: &Inspection) -> Value {
+    let metadata = &inspection.metadata;
+    json!({
+        "digest": inspection.digest,
+        "size": inspection.size,
+        "name": metadata.name,
+        "generic_name": metadata.generic_name,
+        "description": metadata.description,
+        "version": metadata.version,
+        "transport": metadata.transport,
+        "default_port": metadata.default_port,
+        "wit": metadata.wit,
+        "sdk": metadata.sdk,
+        "functions": metadata.functions.iter().map(|f| json!({
+            "name": f.name,
+            "description": f.description,
+            "level": f.level,
+            "params": f.params,
+            "returns": f.returns,
+        })).collect::<Vec<_>>(),
+        "settings_schema": metadata.settings_schema,
+        "default_settings": metadata.default_settings,
+        "imports": inspection.imports,
+        "exports": inspection.exports,
+        "refused_imports": offer::refused_imports(&inspection.imports),
+    })
+}
+
+fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
+    let inspection = read_component(&args.file)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&inspection_json(&inspection))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let m = &inspection.metadata;
+    println!("{}", args.file.display());
+    println!("  digest     {}", inspection.digest);
+    println!("  size       {} bytes", inspection.size);
+    println!(
+        "  driver     {} ({}) version {}",
+        m.name, m.generic_name, m.version
+    );
+    if !m.description.is_empty() {
+        println!("             {}", m.description);
+    }
+    let port = m
+        .default_port
+        .map(|p| format!(", default port {p}"))
+        .unwrap_or_default();
+    println!(
+        "  transport  {}{port}",
+        json!(m.transport).as_str().unwrap_or("?")
+    );
+    println!(
+        "  built with warden-driver-sdk {}, warden:driver@{}",
+        m.sdk, m.wit
+    );
+    println!("  imports");
+    for import in &inspection.imports {
+        let mark = if offer::is_offered(import) {
+            ""
+        } else {
+            "   <- NOT OFFERED: the host refuses to load this component"
+        };
+        println!("    {import}{mark}");
+    }
+    println!("  exports");
+    for export in &inspection.exports {
+        println!("    {export}");
+    }
+    println!("  functions");
+    for function in &m.functions {
+        let params = function
+            .param_names()
+            .iter()
+            .map(|name| {
+                let ty = function.params["properties"][name]
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("any")
+                    .to_string();
+                format!("{name}: {ty}")
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let returns = function
+            .returns
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("any");
+        println!(
+            "    {}({params}) -> {returns}  [{}]",
+            function.name,
+            json!(function.level).as_str().unwrap_or("?")
+        );
+        if !function.description.is_empty() {
+            println!("        {}", function.description);
+        }
+    }
+    println!("  settings schema");
+    println!("    {}", m.settings_schema);
+    println!("  default settings");
+    println!("    {}", m.default_settings);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run(args: &RunArgs, cache_dir: PathBuf) -> anyhow::Result<ExitCode> {
+    let settings: Value = serde_json::from_str(&args.settings).context("--settings is not JSON")?;
+    if !settings.is_object() {
+        bail!("--settings must be a JSON object");
+    }
+    let call_args: Value = serde_json::from_str(&args.args).context("--args is not JSON")?;
+    if !matches!(call_args, Value::Array(_) | Value::Object(_)) {
+        bail!("--args must be a JSON array or object");
+    }
+    let endpoint: Option<Endpoint> = args
+        .endpoint
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .context("--endpoint")?;
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    tokio.block_on(async move {
+        let mut config = RuntimeConfig::new(cache_dir);
+        config.max_modules = 4;
+        config.max_calls_in_flight = 16;
+        let runtime = Runtime::new(config).context("starting the runtime")?;
+        let driver = runtime.load_driver_file(&args.file)?;
+        let mut module_config = ModuleConfig::new("cli", driver.clone());
+        module_config.endpoint = endpoint;
+        module_config.settings = settings;
+        module_config.connection = ConnectionOptions {
+            make_break: args.make_break,
+            ..ConnectionOptions::default()
+        };
+        let timeout = Duration::from_millis(args.timeout_ms);
+        module_config.limits.exec_timeout = timeout;
+        let module = runtime.start_module(module_config)?;
+        let printer = tokio::spawn(print_events(runtime.events(), module.subscribe()));
+
+        let connect_deadline = Instant::now() + Duration::from_millis(args.connect_timeout_ms);
+        let ready = wait_ready(
+            &module,
+            connect_deadline,
+            driver.metadata().transport.needs_endpoint() && !args.make_break,
+        )
+        .await;
+        let code = match ready {
+            Err(message) => {
+                eprintln!("error: {message}");
+                ExitCode::from(1)
+            }
+            Ok(()) => {
+                let options = ExecOptions {
+                    timeout: Some(timeout),
+                    ..ExecOptions::default()
+                };
+                match module.exec(&args.exec, call_args, options).await {
+                    Ok(result) => {
+                        println!("{result}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(error) => {
+                        eprintln!("error: {} failed: {error}", args.exec);
+                        ExitCode::from(1)
+                    }
+                }
+            }
+        };
+        runtime.shutdown().await;
+        // Let the last log lines and status changes reach stderr.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        printer.abort();
+        Ok(code)
+    })
+}
+
+/// Wait until the module runs and, when it has a persistent connection, is connected.
+async fn wait_ready(
+    module: &crate::runtime::ModuleHandle,
+    deadline: Instant,
+    needs_connection: bool,
+) -> Result<(), String> {
+    let mut state = module.watch_state();
+    let mut status = module.subscribe();
+    loop {
+        let current = state.borrow_and_update().clone();
+        match current {
+            ModuleState::Running => {
+                if !needs_connection || module.status("connected") == Some(Value::Bool(true)) {
+                    return Ok(());
+                }
+            }
+            ModuleState::Restarting { reason, .. } => {
+                return Err(format!("the module crashed while starting: {reason}"));
+            }
+            ModuleState::Stopped => return Err("the module stopped".to_string()),
+            ModuleState::Starting => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(if matches!(*state.borrow(), ModuleState::Running) {
+                    "could not connect to the device before the connect timeout".to_string()
+                } else {
+                    "the module did not start before the connect timeout".to_string()
+                });
+            }
+            _ = state.changed() => {}
+            _ = status.recv() => {}
+        }
+    }
+}
+
+async fn print_events(
+    mut events: tokio::sync::broadcast::Receiver<RuntimeEvent>,
+    mut status: tokio::sync::broadcast::Receiver<crate::runtime::StatusChange>,
+) {
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(RuntimeEvent::Log { level, message, .. }) => {
+                    eprintln!("log {}: {message}", json!(level).as_str().unwrap_or("?"));
+                }
+                Ok(RuntimeEvent::Crashed { reason, restart_in_ms, .. }) => {
+                    eprintln!("crashed: {reason} (restart in {restart_in_ms} ms)");
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    eprintln!("({n} events not shown)");
+                }
+                Err(_) => break,
+            },
+            change = status.recv() => match change {
+                Ok(change) => eprintln!("status {} = {}", change.key, change.value),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => break,
+            },
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! What a driver component is, read from its bytes without running it: digest, size,
+//! imports, exports and the metadata the SDK embedded as a custom section.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use wasmparser::{Encoding, Parser, Payload};
+
+/// The custom section the SDK writes a driver's metadata into.
+pub const METADATA_SECTION: &str = "warden:driver/metadata";
+
+/// Largest metadata document accepted (a driver with hundreds of functions fits easily).
+const MAX_METADATA: usize = 1 << 20;
+
+/// Why a file is not a usable driver component.
+#[derive(Debug, thiserror::Error)]
+pub enum ComponentError {
+    /// The bytes are not a WebAssembly component (a core module, or not wasm at all).
+    #[error("not a WebAssembly component: {0}")]
+    NotAComponent(String),
+    /// The binary does not parse.
+    #[error("malformed component: {0}")]
+    Malformed(#[from] wasmparser::BinaryReaderError),
+    /// No metadata section: not built with the Warden SDK.
+    #[error(
+        "the component has no `{METADATA_SECTION}` section; was it built with warden-driver-sdk?"
+    )]
+    MissingMetadata,
+    /// More than one metadata section, which would let a component show a reviewer one
+    /// description and behave as another.
+    #[error("the component has {0} `{METADATA_SECTION}` sections; exactly one is allowed")]
+    DuplicateMetadata(usize),
+    /// The metadata is not the JSON document the SDK writes.
+    #[error("invalid driver metadata: {0}")]
+    InvalidMetadata(String),
+}
+
+/// The access level a function requires of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Any signed-in user of the system.
+    User,
+    /// Support staff.
+    Support,
+    /// Administrators.
+    Admin,
+}
+
+/// How a driver reaches its device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// TCP stream.
+    Tcp,
+    /// TLS stream.
+    Tls,
+    /// UDP datagrams.
+    Udp,
+    /// HTTP requests.
+    Http,
+    /// No device; works through other modules.
+    Logic,
+}
+
+impl TransportKind {
+    /// Whether modules of this driver need a `host:port` endpoint.
+    pub fn needs_endpoint(self) -> bool {
+        !matches!(self, TransportKind::Logic)
+    }
+}
+
+/// One function a driver offers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionInfo {
+    /// Name used to exec it.
+    pub name: String,
+    /// What it does.
+    #[serde(default)]
+    pub description: String,
+    /// Level required to call it.
+    pub level: Level,
+    /// JSON Schema of its arguments (an object schema; `x-order` gives positions).
+    pub params: Value,
+    /// JSON Schema of its result.
+    pub returns: Value,
+}
+
+impl FunctionInfo {
+    /// Parameter names in positional order.
+    pub fn param_names(&self) -> Vec<String> {
+        self.params
+            .get("x-order")
+            .and_then(Value::as_array)
+            .map(|names| {
+                names
+                    .iter()
+                    .filter_map(|name| name.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// The metadata document a driver carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriverMetadata {
+    /// Layout version of this document.
+    pub format: u32,
+    /// WIT package version the driver was built against.
+    pub wit: String,
+    /// SDK version.
+    pub sdk: String,
+    /// Driver name.
+    pub name: String,
+    /// Generic name, used for module names in systems (`Display_1`).
+    pub generic_name: String,
+    /// Description.
+    pub description: String,
+    /// Driver version.
+    pub version: String,
+    /// Transport kind.
+    pub transport: TransportKind,
+    /// Usual device port.
+    pub default_port: Option<u16>,
+    /// JSON Schema of the settings.
+    pub settings_schema: Value,
+    /// Default settings (an object).
+    pub default_settings: Value,
+    /// The driver's functions.
+    pub functions: Vec<FunctionInfo>,
+}
+
+impl DriverMetadata {
+    /// The function called `name`.
+    pub fn function(&self, name: &str) -> Option<&FunctionInfo> {
+        self.functions.iter().find(|f| f.name == name)
+    }
+}
+
+/// Everything read from a component's bytes.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    /// `sha256:<hex>` of the exact bytes.
+    pub digest: String,
+    /// Size in bytes.
+    pub size: usize,
+    /// Interfaces the component imports, as `namespace:package/interface@version`.
+    pub imports: Vec<String>,
+    /// What it exports.
+    pub exports: Vec<String>,
+    /// The embedded metadata.
+    pub metadata: DriverMetadata,
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// Read a component without instantiating or compiling it.
+pub fn inspect(bytes: &[u8]) -> Result<Inspection, ComponentError> {
+    let mut imports = Vec::new();
+    let mut exports = Vec::new();
+    let mut metadata_sections = Vec::new();
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload? {
+            Payload::Version { encoding, .. } => {
+                if depth == 0 && encoding != Encoding::Component {
+                    return Err(ComponentError::NotAComponent(
+                        "this is a core WebAssembly module; build the driver for wasm32-wasip2"
+                            .to_string(),
+                    ));
+                }
+                depth += 1;
+            }
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(reader) if depth == 1 => {
+                for import in reader {
+                    imports.push(import?.name.name.to_string());
+                }
+            }
+            Payload::ComponentExportSection(reader) if depth == 1 => {
+                for export in reader {
+                    exports.push(export?.name.name.to_string());
+                }
+            }
+            Payload::CustomSection(section) if section.name() == METADATA_SECTION => {
+                metadata_sections.push(section.data());
+            }
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return Err(ComponentError::NotAComponent(
+            "truncated binary".to_string(),
+        ));
+    }
+    let metadata = match metadata_sections.as_slice() {
+        [] => return Err(ComponentError::MissingMetadata),
+        [only] => parse_metadata(only)?,
+        many => return Err(ComponentError::DuplicateMetadata(many.len())),
+    };
+    Ok(Inspection {
+        digest: digest(bytes),
+        size: bytes.len(),
+        imports,
+        exports,
+        metadata,
+    })
+}
+
+fn parse_metadata(data: &[u8]) -> Result<DriverMetadata, ComponentError> {
+    if data.len() > MAX_METADATA {
+        return Err(ComponentError::InvalidMetadata(format!(
+            "{} bytes is more than the {MAX_METADATA} allowed",
+            data.len()
+        )));
+    }
+    let metadata: DriverMetadata =
+        serde_json::from_slice(data).map_err(|e| ComponentError::InvalidMetadata(e.to_string()))?;
+    if metadata.format != 1 {
+        return Err(ComponentError::InvalidMetadata(format!(
+            "metadata format {} is not supported (this host reads format 1)",
+            metadata.format
+        )));
+    }
+    if metadata.generic_name.is_empty()
+        || !metadata
+            .generic_name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(ComponentError::InvalidMetadata(format!(
+            "generic name `{}` must be non-empty ASCII letters, digits or `_`",
+            metadata.generic_name
+        )));
+    }
+    if !metadata.default_settings.is_object() {
+        return Err(ComponentError::InvalidMetadata(
+            "default settings must be a JSON object".to_string(),
+        ));
+    }
+    let mut seen = BTreeMap::new();
+    for function in &metadata.functions {
+        if seen.insert(function.name.as_str(), ()).is_some() {
+            return Err(ComponentError::InvalidMetadata(format!(
+                "function `{}` is declared twice",
+                function.name
+            )));
+        }
+    }
+    Ok(metadata)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_modules_and_garbage_are_refused() {
+        // The smallest core module: magic + version 1.
+        let core = b"\0asm\x01\0\0\0";
+        assert!(matches!(
+            inspect(core),
+            Err(ComponentError::NotAComponent(_))
+        ));
+        assert!(matches!(
+            inspect(b"not wasm"),
+            Err(ComponentError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn metadata_is_validated() {
+        let good = serde_json::json!({
+            "format": 1, "wit": "0.1.0", "sdk": "0.1.0", "name": "X", "generic_name": "Display",
+            "description": "", "version": "1.0.0", "transport": "tcp", "default_port": 23,
+            "settings_schema": {}, "default_settings": {},
+            "functions": [{"name": "power", "description": "", "level": "admin",
+                           "params": {"x-order": ["state"]}, "returns": {}}]
+        });
+        let parsed = parse_metadata(good.to_string().as_bytes()).unwrap();
+        assert_eq!(parsed.function("power").unwrap().level, Level::Admin);
+        assert_eq!(
+            parsed.function("power").unwrap().param_names(),
+            vec!["state"]
+        );
+
+        let mut bad_name = good.clone();
+        bad_name["generic_name"] = "Dis play".into();
+        assert!(parse_metadata(bad_name.to_string().as_bytes()).is_err());
+        let mut twice = good.clone();
+        twice["functions"] = serde_json::json!([good["functions"][0], good["functions"][0]]);
+        assert!(parse_metadata(twice.to_string().as_bytes()).is_err());
+        let mut format = good;
+        format["format"] = 2.into();
+        assert!(parse_metadata(format.to_string().as_bytes()).is_err());
+    }
+}

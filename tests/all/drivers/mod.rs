@@ -1,0 +1,14 @@
+//! One module per driver in drivers/, each testing it against a real peer.
+
+mod modbus_tcp;
+mod pjlink;
+mod room_logic;
+
+/// Every driver in drivers/ must have a test module here, or this fails to compile.
+macro_rules! assert_driver_tested {
+    ($name:ident) => {
+        #[allow(unused_imports)]
+        use self::$name as _;
+    };
+}
+warden_tests::foreach_driver!(assert_driver_tested);
