@@ -143,11 +143,17 @@ impl Driver for Pjlink {
     }
 
     fn connected(&mut self) {
+        if !transport::is_connected() {
+            // That connection is gone already; reading now would open another one in
+            // make-break mode. The next command reads the next greeting.
+            self.session = Session::AwaitingGreeting;
+            return;
+        }
         // A call that needed the connection may have opened it and read its greeting
         // already (the host delivers this hook after that call); then only pick up what
         // is buffered.
         let result = match self.session {
-            Session::AwaitingGreeting => self.read_greeting(),
+            Session::AwaitingGreeting => self.read_greeting(false),
             Session::Greeted { .. } => self.take_buffered(),
         };
         if let Err(error) = result {
@@ -319,7 +325,7 @@ impl Pjlink {
             // value or ask for one, so sending again on the next connection is safe.
             Err(Error::NotConnected(reason)) if was_greeted => {
                 log::debug(&format!(
-                    "{}: {reason}; sending again on a new connection",
+                    "{reason}; sending {} again on a new connection",
                     request.command()
                 ));
                 self.session = Session::AwaitingGreeting;
@@ -384,7 +390,7 @@ impl Pjlink {
             }
         }
         self.session = Session::AwaitingGreeting;
-        self.read_greeting()
+        self.read_greeting(true)
     }
 
     /// Take the messages that arrived while no call waited. A greeting among them means
@@ -407,12 +413,12 @@ impl Pjlink {
         Ok(())
     }
 
-    /// Wait for the greeting of the current connection and start its session.
-    fn read_greeting(&mut self) -> Result<()> {
+    /// Wait for the greeting of the current connection and start its session. With
+    /// `through_close`, a wait that ends on the close of the previous connection goes on
+    /// to the next connection's greeting (opening it, in make-break mode).
+    fn read_greeting(&mut self, through_close: bool) -> Result<()> {
         let mut line = transport::receive(self.request_timeout);
-        if matches!(line, Err(Error::NotConnected(_))) {
-            // The wait ended on the close of the previous connection; the greeting of the
-            // next one is still to come.
+        if through_close && matches!(line, Err(Error::NotConnected(_))) {
             line = transport::receive(self.request_timeout);
         }
         let line = line.map_err(|error| with_context(error, "waiting for the PJLink greeting"))?;
@@ -584,7 +590,10 @@ mod tests {
             "info",
             "raw_command",
         ] {
-            assert!(names.contains(&expected), "{expected} missing from {names:?}");
+            assert!(
+                names.contains(&expected),
+                "{expected} missing from {names:?}"
+            );
         }
         let settings = &metadata["settings_schema"]["properties"];
         assert!(settings["password"].is_object());

@@ -77,7 +77,10 @@ pub fn digest(data: &[u8]) -> [u8; 16] {
 
 /// The MD5 digest of `data` as 32 lower-case hex digits, the form PJLink sends.
 pub fn hex_digest(data: &[u8]) -> String {
-    digest(data).iter().map(|byte| format!("{byte:02x}")).collect()
+    digest(data)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 #[cfg(test)]

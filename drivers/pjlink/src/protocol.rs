@@ -595,7 +595,15 @@ mod tests {
             Greeting::parse("PJLINK ERRA"),
             Err(ProjectorError::AuthenticationFailed)
         );
-        for bad in ["", "PJLINK", "PJLINK 1", "PJLINK 1 ", "PJLINK 2 x", "PJLINK 0 x", "%1POWR=1"] {
+        for bad in [
+            "",
+            "PJLINK",
+            "PJLINK 1",
+            "PJLINK 1 ",
+            "PJLINK 2 x",
+            "PJLINK 0 x",
+            "%1POWR=1",
+        ] {
             assert!(
                 matches!(Greeting::parse(bad), Err(ProjectorError::Malformed { .. })),
                 "{bad:?}"
@@ -639,7 +647,10 @@ mod tests {
     fn replies_and_their_errors() {
         let power = Request::set("POWR", "1");
         assert_eq!(power.parse_reply("%1POWR=OK"), Ok("OK".into()));
-        assert_eq!(Request::query("INFO").parse_reply("%1INFO="), Ok(String::new()));
+        assert_eq!(
+            Request::query("INFO").parse_reply("%1INFO="),
+            Ok(String::new())
+        );
         assert_eq!(
             power.parse_reply("%1POWR=ERR1"),
             Err(ProjectorError::UndefinedCommand {
@@ -678,7 +689,10 @@ mod tests {
         // A reply to another command, or of another class, is not this command's reply.
         for other in ["%1INPT=31", "%2POWR=1", "%1POWR1", "POWR=1", ""] {
             assert!(
-                matches!(power.parse_reply(other), Err(ProjectorError::Malformed { .. })),
+                matches!(
+                    power.parse_reply(other),
+                    Err(ProjectorError::Malformed { .. })
+                ),
                 "{other:?}"
             );
         }
@@ -747,8 +761,20 @@ mod tests {
         assert_eq!(code("Digital 2"), Ok("32".into()));
         assert_eq!(code(" network1 "), Ok("51".into()));
         for bad in [
-            "", "3", "30", "61", "71", "3A", "311", "hdmi1", "digital", "digital0", "internal1",
-            "1", "é1", "1é",
+            "",
+            "3",
+            "30",
+            "61",
+            "71",
+            "3A",
+            "311",
+            "hdmi1",
+            "digital",
+            "digital0",
+            "internal1",
+            "1",
+            "é1",
+            "1é",
         ] {
             let error = code(bad).unwrap_err();
             assert!(error.contains("not a PJLink input"), "{bad:?}: {error}");

@@ -75,16 +75,24 @@ impl ComponentCache {
             .with_context(|| format!("writing {}", temporary.display()))?;
         std::fs::rename(&temporary, &path)
             .with_context(|| format!("storing {}", path.display()))?;
-        let component = deserialize(engine, &path)?;
+        // SAFETY: the artifact was just produced by this engine.
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize(engine, &artifact) }
+            .map_err(anyhow::Error::from)
+            .context("loading the compiled component")?;
         Ok((component, CacheOutcome::Compiled))
     }
 }
 
+/// Read the artifact into memory rather than mapping the file: a mapped file that is
+/// replaced or truncated under a running process would crash it (SIGBUS).
 #[allow(unsafe_code)]
 fn deserialize(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
-    // SAFETY: see `ComponentCache::load`; the file is a wasmtime artifact produced by
+    let artifact = std::fs::read(path)
+        .with_context(|| format!("reading precompiled component {}", path.display()))?;
+    // SAFETY: see `ComponentCache::load`; the bytes are a wasmtime artifact produced by
     // `precompile_component` with a compatible engine, which wasmtime verifies.
-    unsafe { Component::deserialize_file(engine, path) }
+    unsafe { Component::deserialize(engine, &artifact) }
         .map_err(anyhow::Error::from)
         .with_context(|| format!("loading precompiled component {}", path.display()))
 }

@@ -121,7 +121,7 @@ impl SandboxState {
                 .instances(64)
                 .tables(64)
                 .memories(8)
-                .trap_on_grow_failure(false)
+                .trap_on_grow_failure(true)
                 .build(),
             cpu_limit: limits.cpu_per_call,
             runtime,

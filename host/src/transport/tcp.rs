@@ -236,8 +236,8 @@ impl Connection {
 
     /// Use `tokenizer` for bytes not yet split (buffered ones are re-split with it).
     /// Refused with [`TransportError::InvalidTokenizer`] if it cannot work within the
-    /// message limit. Applied before any later `send` writes, so a reply to that send is
-    /// split with it.
+    /// message limit. The task applies it before it reads again, so a reply to a `send`
+    /// made after this call is split with it.
     pub fn set_tokenizer(&self, tokenizer: Tokenizer) -> Result<(), TransportError> {
         tokenizer
             .validate(self.max_message)
@@ -435,6 +435,29 @@ impl Backoff {
         self.next = base.saturating_mul(2).min(self.max);
         let factor = 0.8 + 0.4 * fastrand::f64();
         Duration::try_from_secs_f64(base.as_secs_f64() * factor).unwrap_or(base)
+    }
+}
+
+/// Why a connection closed; a fault is logged as a warning, a normal close as
+/// information.
+struct Closed {
+    reason: String,
+    fault: bool,
+}
+
+impl Closed {
+    fn normal(reason: impl Into<String>) -> Self {
+        Closed {
+            reason: reason.into(),
+            fault: false,
+        }
+    }
+
+    fn fault(reason: impl Into<String>) -> Self {
+        Closed {
+            reason: reason.into(),
+            fault: true,
+        }
     }
 }
 
@@ -701,20 +724,20 @@ impl Worker {
                                         break Err(Stop);
                                     }
                                 }
-                                Err(reason) => break Ok(reason),
+                                Err(reason) => break Ok(Closed::fault(reason)),
                             }
                         }
                         if disconnect {
-                            break Ok("disconnect requested".to_string());
+                            break Ok(Closed::normal("disconnect requested"));
                         }
-                        if let Some((failed, reason)) = broken {
-                            if failed == generation {
-                                break Ok(reason);
-                            }
+                        if let Some((failed, reason)) = broken
+                            && failed == generation
+                        {
+                            break Ok(Closed::fault(reason));
                         }
                     }
                     read = reader.read(&mut buffer) => match read {
-                        Ok(0) => break Ok("closed by the device".to_string()),
+                        Ok(0) => break Ok(Closed::normal("closed by the device")),
                         Ok(count) => {
                             last_read = Instant::now();
                             let bytes = buffer.get(..count).unwrap_or_default();
@@ -725,10 +748,10 @@ impl Worker {
                                         break Err(Stop);
                                     }
                                 }
-                                Err(error) => break Ok(error.to_string()),
+                                Err(error) => break Ok(Closed::fault(error.to_string())),
                             }
                         }
-                        Err(error) => break Ok(format!("read failed: {error}")),
+                        Err(error) => break Ok(Closed::fault(format!("read failed: {error}"))),
                     },
                     () = sleep_until(idle_deadline.unwrap_or(connected_at)), if idle_deadline.is_some() => {
                         // A send may have written since the deadline was computed; it
@@ -737,10 +760,10 @@ impl Worker {
                         let last_write = self.shared.control().last_write.unwrap_or(connected_at);
                         if last_read.max(last_write) + self.options.idle_close <= Instant::now() {
                             writer.take();
-                            break Ok(format!(
+                            break Ok(Closed::normal(format!(
                                 "idle for {} ms",
                                 self.options.idle_close.as_millis()
-                            ));
+                            )));
                         }
                     }
                 }
@@ -750,18 +773,30 @@ impl Worker {
         self.shared.writer.lock().await.take();
         drop(reader);
         self.splitter.clear();
-        let reason = outcome?;
+        let Closed { reason, fault } = outcome?;
+        // A request made while connected was met by this connection; one made from
+        // now on sees the state change below and asks again.
+        self.shared.control().open = false;
         self.set_state(if self.options.make_break {
             LinkState::Idle
         } else {
             LinkState::Backoff
         });
-        tracing::info!(
-            module = %self.grant.module,
-            endpoint = %self.endpoint,
-            %reason,
-            "disconnected"
-        );
+        if fault {
+            tracing::warn!(
+                module = %self.grant.module,
+                endpoint = %self.endpoint,
+                %reason,
+                "disconnected"
+            );
+        } else {
+            tracing::info!(
+                module = %self.grant.module,
+                endpoint = %self.endpoint,
+                %reason,
+                "disconnected"
+            );
+        }
         self.emit(TransportEvent::Disconnected { reason }).await?;
         Ok(delivered || connected_at.elapsed() >= STABLE_AFTER)
     }
@@ -940,7 +975,7 @@ mod tests {
         Instant::now() + WAIT
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn connects_and_reports_connected() {
         let (listener, endpoint) = listener().await;
         let (connection, mut events) = start(&endpoint, fast());
@@ -951,7 +986,22 @@ mod tests {
         assert!(connection.wait_connected(soon()).await);
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connects_by_host_name() {
+        // `localhost` may resolve to ::1 as well, where nothing listens: every allowed
+        // address is tried in turn.
+        let (listener, endpoint) = listener().await;
+        let by_name = Endpoint {
+            host: "localhost".to_string(),
+            port: endpoint.port,
+        };
+        let (connection, mut events) = start(&by_name, fast());
+        let _peer = accept(&listener).await;
+        assert_eq!(next(&mut events).await, TransportEvent::Connected);
+        assert!(connection.is_connected());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn receives_delimited_messages() {
         let (listener, endpoint) = listener().await;
         let (connection, mut events) = start(&endpoint, fast());
@@ -988,7 +1038,7 @@ mod tests {
         ));
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn send_reaches_the_device() {
         let (listener, endpoint) = listener().await;
         let (connection, mut events) = start(&endpoint, fast());
@@ -1002,7 +1052,7 @@ mod tests {
         assert_eq!(read_until_eof(&mut peer).await, b"%1POWR ?\rsecond");
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn device_closing_is_reported_and_reconnected() {
         let (listener, endpoint) = listener().await;
         let (connection, mut events) = start(&endpoint, fast());
@@ -1025,7 +1075,7 @@ mod tests {
         assert!(connection.is_connected());
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_device_that_closes_at_once_is_backed_off_not_hammered() {
         let (listener, endpoint) = listener().await;
         let (connection, mut events) = start(&endpoint, fast());
@@ -1059,7 +1109,7 @@ mod tests {
         assert_ne!(connection.state(), LinkState::Stopped);
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn disconnect_closes_and_persistent_mode_reconnects() {
         let (listener, endpoint) = listener().await;
         let (connection, mut events) = start(&endpoint, fast());
@@ -1077,7 +1127,7 @@ mod tests {
         assert_eq!(next(&mut events).await, TransportEvent::Connected);
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn make_break_opens_on_send_and_closes_when_idle() {
         let (listener, endpoint) = listener().await;
         let options = ConnectionOptions {
@@ -1112,7 +1162,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn make_break_open_reads_a_greeting() {
         let (listener, endpoint) = listener().await;
         let options = ConnectionOptions {
@@ -1134,7 +1184,7 @@ mod tests {
         assert!(connection.wait_connected(soon()).await);
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn make_break_wait_connected_opens() {
         let (listener, endpoint) = listener().await;
         let options = ConnectionOptions {
@@ -1147,7 +1197,7 @@ mod tests {
         assert_eq!(next(&mut events).await, TransportEvent::Connected);
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_endpoint_outside_the_grant_is_never_connected() {
         let (listener, endpoint) = listener().await;
         let other = Endpoint {
@@ -1171,7 +1221,7 @@ mod tests {
         assert_eq!(timeout(WAIT, events.recv()).await.unwrap(), None);
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_resolved_address_the_grant_refuses_is_never_connected() {
         // The endpoint matches the grant, but resolves to the unspecified address, which
         // `decide` refuses (on Linux, connecting to 0.0.0.0 would reach this listener).
@@ -1197,7 +1247,7 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn nothing_listening_means_not_connected_at_the_deadline() {
         let (listener, endpoint) = listener().await;
         drop(listener);
@@ -1221,7 +1271,7 @@ mod tests {
         assert!(events.try_recv().is_err(), "no event without a connection");
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn dropping_the_connection_closes_the_socket() {
         let (listener, endpoint) = listener().await;
         let (connection, mut events) = start(&endpoint, fast());
@@ -1231,7 +1281,7 @@ mod tests {
         assert_eq!(read_until_eof(&mut peer).await, b"");
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_oversized_message_closes_the_connection() {
         let (listener, endpoint) = listener().await;
         let options = ConnectionOptions {
@@ -1258,7 +1308,7 @@ mod tests {
         ));
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_device_that_does_not_read_times_the_write_out() {
         let (listener, endpoint) = listener().await;
         let (connection, mut events) = start(&endpoint, fast());
@@ -1280,7 +1330,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_slow_consumer_pushes_back_on_a_flooding_device() {
         let (listener, endpoint) = listener().await;
         let (events_tx, mut events) = mpsc::channel(1);
@@ -1298,7 +1348,7 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_task_stops_when_events_are_no_longer_wanted() {
         let (listener, endpoint) = listener().await;
         let (connection, events) = start(&endpoint, fast());
@@ -1310,6 +1360,25 @@ mod tests {
             Err(TransportError::Closed)
         );
         assert_eq!(connection.state(), LinkState::Stopped);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sockets_have_nodelay_and_keepalive() {
+        let (listener, endpoint) = listener().await;
+        let address = SocketAddr::new(endpoint.host.parse().unwrap(), endpoint.port);
+        let stream = open_socket(address, Some(Duration::from_secs(7)))
+            .await
+            .unwrap();
+        let _peer = accept(&listener).await;
+        let options = socket2::SockRef::from(&stream);
+        assert!(options.tcp_nodelay().unwrap());
+        assert!(options.keepalive().unwrap());
+        assert_eq!(
+            options.tcp_keepalive_time().unwrap(),
+            Duration::from_secs(7)
+        );
+        let stream = open_socket(address, None).await.unwrap();
+        assert!(!socket2::SockRef::from(&stream).keepalive().unwrap());
     }
 
     #[test]

@@ -128,6 +128,15 @@ fn call(projector: &Simulator, function: &str, args: Value) -> Value {
     run(projector, None, function, args).json()
 }
 
+/// Whether the run published status `key` with `value` (as JSON) on stderr. Only "status
+/// goes to stderr" is the CLI's contract, so any line naming both counts.
+fn published(run: &CliRun, key: &str, value: Value) -> bool {
+    let value = value.to_string();
+    run.stderr
+        .lines()
+        .any(|line| line.contains(key) && line.contains(&value))
+}
+
 /// The stderr of a call that must fail, after checking that it failed cleanly.
 fn failure(run: CliRun) -> String {
     assert_ne!(run.code, Some(0), "expected a failure: {run:#?}");
@@ -154,10 +163,8 @@ fn power_on_off_and_query() {
 
     let run = run(&projector, None, "power_state", json!([]));
     assert_eq!(run.json(), "off");
-    assert!(
-        run.stderr.contains("power"),
-        "the power status should be published on stderr: {run:#?}"
-    );
+    assert!(published(&run, "power", json!(false)), "{run:#?}");
+    assert!(published(&run, "power_state", json!("off")), "{run:#?}");
 }
 
 #[test]
@@ -181,7 +188,9 @@ fn input_switching() {
     call(&projector, "power", json!([true]));
     assert_eq!(call(&projector, "switch_to", json!(["32"])), "32");
     assert_eq!(call(&projector, "current_input", json!([])), "32");
-    assert_eq!(call(&projector, "switch_to", json!(["digital1"])), "31");
+    let switched = run(&projector, None, "switch_to", json!(["digital1"]));
+    assert_eq!(switched.json(), "31");
+    assert!(published(&switched, "input", json!("31")), "{switched:#?}");
     assert_eq!(call(&projector, "current_input", json!([])), "31");
 
     // Well-formed, but not an input this projector has: the projector refuses it.
@@ -206,10 +215,11 @@ fn mute() {
         json!({"video": false, "audio": false})
     );
     call(&projector, "power", json!([true]));
-    assert_eq!(
-        call(&projector, "mute", json!([true])),
-        json!({"video": true, "audio": true})
-    );
+    let muted = run(&projector, None, "mute", json!([true]));
+    assert_eq!(muted.json(), json!({"video": true, "audio": true}));
+    for key in ["mute", "video_mute", "audio_mute"] {
+        assert!(published(&muted, key, json!(true)), "{key}: {muted:#?}");
+    }
     assert_eq!(
         call(&projector, "mute", json!([false, "audio"])),
         json!({"video": true, "audio": false})
@@ -243,9 +253,14 @@ fn error_status() {
     );
 
     let projector = scripted_emulator(json!({"errors": {"lamp": "warning", "filter": "error"}}));
+    let errors = run(&projector, None, "errors", json!([]));
     assert_eq!(
-        call(&projector, "errors", json!([])),
+        errors.json(),
         json!({"fan": "ok", "lamp": "warning", "temperature": "ok", "cover": "ok", "filter": "error", "other": "ok"})
+    );
+    assert!(
+        published(&errors, "errors", json!("warning")),
+        "{errors:#?}"
     );
 }
 
@@ -263,10 +278,12 @@ fn lamp_hours() {
     );
 
     let projector = scripted_emulator(json!({"lamps": [[3000, false], [12, false]]}));
+    let lamps = run(&projector, None, "lamp_hours", json!([]));
     assert_eq!(
-        call(&projector, "lamp_hours", json!([])),
+        lamps.json(),
         json!([{"hours": 3000, "on": false}, {"hours": 12, "on": false}])
     );
+    assert!(published(&lamps, "lamp_hours", json!(3000)), "{lamps:#?}");
 }
 
 #[test]
@@ -288,7 +305,9 @@ fn info() {
         })
     );
     let projector = scripted_emulator(json!({"name": "Lecture Hall"}));
-    assert_eq!(call(&projector, "info", json!([]))["name"], "Lecture Hall");
+    let info = run(&projector, None, "info", json!([]));
+    assert_eq!(info.json()["name"], "Lecture Hall");
+    assert!(published(&info, "name", json!("Lecture Hall")), "{info:#?}");
 }
 
 #[test]
@@ -396,7 +415,22 @@ fn inspect_shows_functions_and_schemas() {
         "{inspect:#}"
     );
     assert!(inspect["version"].is_string(), "{inspect:#}");
-    assert!(inspect["imports"].is_array(), "{inspect:#}");
+    // The driver reaches the device only through the host's transport.
+    let imports = inspect["imports"].as_array().expect("imports");
+    assert!(
+        imports.iter().any(|i| i
+            .as_str()
+            .is_some_and(|i| i.starts_with("warden:driver/transport"))),
+        "{inspect:#}"
+    );
+    for import in imports.iter().filter_map(Value::as_str) {
+        assert!(
+            !["wasi:sockets", "wasi:filesystem", "wasi:http"]
+                .iter()
+                .any(|p| import.starts_with(p)),
+            "unexpected import {import}"
+        );
+    }
 
     let functions = inspect["functions"].as_array().expect("functions");
     let function = |name: &str| {

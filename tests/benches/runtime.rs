@@ -1,0 +1,531 @@
+//! Runtime benchmark: the figures of DESIGN.md's "Performance targets" that the runtime
+//! alone decides — load a driver from the component cache, start a module, exec through
+//! the module's queue, and resident memory per idle module.
+//!
+//! `cargo bench -p warden-tests --bench runtime` (add `-- --quick` for smaller counts).
+//! It prints one labelled line per figure with PASS/MISS against the target; it never
+//! fails on a miss. The driver is the `bench_logic` fixture: a logic driver (no device
+//! connection) whose `add` and `noop` do no I/O.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+use warden::runtime::{
+    CacheOutcome, Driver, ExecOptions, ModuleConfig, ModuleState, Runtime, RuntimeConfig,
+};
+
+/// How much of everything to do.
+struct Counts {
+    loads: usize,
+    starts: usize,
+    exec_warmup: usize,
+    execs: usize,
+    throughput_modules: usize,
+    throughput_callers: usize,
+    throughput_run: Duration,
+    memory_steps: &'static [usize],
+}
+
+const FULL: Counts = Counts {
+    loads: 300,
+    starts: 2_000,
+    exec_warmup: 5_000,
+    execs: 50_000,
+    throughput_modules: 64,
+    throughput_callers: 256,
+    throughput_run: Duration::from_secs(3),
+    memory_steps: &[1_000, 10_000],
+};
+
+const QUICK: Counts = Counts {
+    loads: 200,
+    starts: 1_000,
+    exec_warmup: 2_000,
+    execs: 20_000,
+    throughput_modules: 64,
+    throughput_callers: 256,
+    throughput_run: Duration::from_secs(1),
+    memory_steps: &[1_000, 10_000],
+};
+
+/// Room for the largest memory step plus the modules of the other phases.
+const MAX_MODULES: u32 = 10_050;
+
+fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench`; everything but `--quick` is ignored.
+    let quick = std::env::args().any(|arg| arg == "--quick");
+    let counts = if quick { &QUICK } else { &FULL };
+    let cache_dir = std::env::temp_dir().join(format!(
+        "warden-bench-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    ));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+    let result = runtime.block_on(run(counts, &cache_dir));
+    let _ = std::fs::remove_dir_all(&cache_dir);
+    result
+}
+
+async fn run(counts: &Counts, cache_dir: &std::path::Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(warden_tests::guests::BENCH_LOGIC)
+        .with_context(|| format!("reading {}", warden_tests::guests::BENCH_LOGIC))?;
+    println!(
+        "warden runtime benchmark: bench_logic.wasm ({} KiB), tokio multi-thread with 2 workers, {} CPUs online",
+        bytes.len() / 1024,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    let mut config = RuntimeConfig::new(cache_dir);
+    config.max_modules = MAX_MODULES;
+    let idle_rss = rss_kib()?;
+    let runtime = Runtime::new(config).context("creating the runtime")?;
+    println!(
+        "runtime created (max_modules {MAX_MODULES}): VmRSS {} -> {} KiB, {} mappings",
+        idle_rss,
+        rss_kib()?,
+        map_count()?
+    );
+
+    let driver = load(&runtime, &bytes, counts)?;
+    // Memory first, while the heap holds little garbage from the other phases.
+    memory(&runtime, &driver, counts).await?;
+    start(&runtime, &driver, counts).await?;
+    exec_latency(&runtime, &driver, counts).await?;
+    exec_throughput(&runtime, &driver, counts).await?;
+    runtime.shutdown().await;
+    Ok(())
+}
+
+/// 1. Load a driver: once cold (compiled and stored), then from the cache.
+fn load(runtime: &Runtime, bytes: &[u8], counts: &Counts) -> anyhow::Result<Arc<Driver>> {
+    let started = Instant::now();
+    let driver = runtime.load_driver(bytes)?;
+    let cold = started.elapsed();
+    if driver.cache != CacheOutcome::Compiled {
+        bail!("the first load of a fresh cache was {:?}", driver.cache);
+    }
+    println!(
+        "load driver, cold (inspect + compile + store + load): {}",
+        fmt(cold)
+    );
+
+    let mut samples = Vec::with_capacity(counts.loads);
+    let mut inspects = Vec::with_capacity(counts.loads);
+    for _ in 0..counts.loads {
+        let started = Instant::now();
+        let warm = runtime.load_driver(bytes)?;
+        samples.push(started.elapsed());
+        if warm.cache != CacheOutcome::Hit {
+            bail!("a warm load was {:?}", warm.cache);
+        }
+        let started = Instant::now();
+        std::hint::black_box(warden::component::inspect(bytes)?);
+        inspects.push(started.elapsed());
+    }
+    let stats = Stats::of(samples);
+    println!(
+        "load driver from cache (inspect + deserialize + link): {} {}",
+        stats,
+        verdict(stats.p50 <= Duration::from_millis(1), "p50 <= 1 ms")
+    );
+    println!(
+        "  of which inspect (digest, imports, metadata): {}",
+        Stats::of(inspects)
+    );
+    Ok(driver)
+}
+
+/// Wait until `id` is running; fail if it crashed instead.
+async fn running(runtime: &Runtime, id: &str) -> anyhow::Result<()> {
+    let handle = runtime
+        .module(id)
+        .with_context(|| format!("module {id} vanished"))?;
+    let mut state = handle.watch_state();
+    let reached = state
+        .wait_for(|s| !matches!(s, ModuleState::Starting))
+        .await
+        .map(|s| s.clone())
+        .map_err(|_| anyhow::anyhow!("module {id} dropped its state"))?;
+    match reached {
+        ModuleState::Running => Ok(()),
+        other => bail!("module {id} did not start: {other:?}"),
+    }
+}
+
+/// 2. Start a module (spawn + instantiate + init) and see it running; stopped in between.
+async fn start(runtime: &Runtime, driver: &Arc<Driver>, counts: &Counts) -> anyhow::Result<()> {
+    let mut samples = Vec::with_capacity(counts.starts);
+    let mut stops = Vec::with_capacity(counts.starts);
+    for i in 0..counts.starts + 100 {
+        let id = format!("start-{i}");
+        let started = Instant::now();
+        let handle = runtime.start_module(ModuleConfig::new(&id, driver.clone()))?;
+        let mut state = handle.watch_state();
+        let reached = state
+            .wait_for(|s| !matches!(s, ModuleState::Starting))
+            .await
+            .map(|s| s.clone())
+            .map_err(|_| anyhow::anyhow!("module {id} dropped its state"))?;
+        let elapsed = started.elapsed();
+        if reached != ModuleState::Running {
+            bail!("module {id} did not start: {reached:?}");
+        }
+        let started = Instant::now();
+        runtime.stop_module(&id).await;
+        // The first 100 warm the pool's slots and the allocator.
+        if i >= 100 {
+            samples.push(elapsed);
+            stops.push(started.elapsed());
+        }
+    }
+    let stats = Stats::of(samples);
+    println!(
+        "start module (spawn + instantiate + init, until Running; stopped after each): {} {}",
+        stats,
+        verdict(stats.p50 <= Duration::from_micros(100), "p50 <= 100 µs")
+    );
+    println!("  stop module (not a target): {}", Stats::of(stops));
+    Ok(())
+}
+
+/// Start `ids` and wait until every one of them runs.
+async fn start_all(
+    runtime: &Runtime,
+    driver: &Arc<Driver>,
+    ids: impl Iterator<Item = String>,
+) -> anyhow::Result<Vec<String>> {
+    let mut started = Vec::new();
+    for id in ids {
+        runtime.start_module(ModuleConfig::new(&id, driver.clone()))?;
+        started.push(id);
+    }
+    for id in &started {
+        running(runtime, id).await?;
+    }
+    Ok(started)
+}
+
+/// 3a. Sequential exec latency on one module.
+async fn exec_latency(
+    runtime: &Runtime,
+    driver: &Arc<Driver>,
+    counts: &Counts,
+) -> anyhow::Result<()> {
+    start_all(runtime, driver, std::iter::once("latency".to_string())).await?;
+    let handle = runtime.module("latency").context("latency module")?;
+    for function in ["add", "noop"] {
+        let args = if function == "add" {
+            json!([1, 2])
+        } else {
+            json!([])
+        };
+        let mut samples = Vec::with_capacity(counts.execs);
+        for i in 0..counts.exec_warmup + counts.execs {
+            let started = Instant::now();
+            let result = handle
+                .exec(function, args.clone(), ExecOptions::default())
+                .await?;
+            let elapsed = started.elapsed();
+            if function == "add" && result != json!(3) {
+                bail!("add(1, 2) returned {result}");
+            }
+            if i >= counts.exec_warmup {
+                samples.push(elapsed);
+            }
+        }
+        let stats = Stats::of(samples);
+        println!(
+            "exec `{function}` via queue + sandbox, sequential on one module: {} {}",
+            stats,
+            verdict(stats.p50 <= Duration::from_micros(20), "p50 <= 20 µs")
+        );
+    }
+    runtime.stop_module("latency").await;
+    Ok(())
+}
+
+/// 3b. Throughput: many concurrent callers spread over several modules.
+async fn exec_throughput(
+    runtime: &Runtime,
+    driver: &Arc<Driver>,
+    counts: &Counts,
+) -> anyhow::Result<()> {
+    let ids = start_all(
+        runtime,
+        driver,
+        (0..counts.throughput_modules).map(|i| format!("throughput-{i}")),
+    )
+    .await?;
+    let handles = ids
+        .iter()
+        .map(|id| runtime.module(id).context("throughput module"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // Warm up every module, then run all callers for the same wall-clock time.
+    for handle in &handles {
+        handle
+            .exec("add", json!([1, 2]), ExecOptions::default())
+            .await?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut callers = Vec::new();
+    for caller in 0..counts.throughput_callers {
+        let handle = handles
+            .get(caller % handles.len())
+            .context("no module")?
+            .clone();
+        let stop = stop.clone();
+        callers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(1 << 14);
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                handle
+                    .exec("add", json!([1, 2]), ExecOptions::default())
+                    .await?;
+                latencies.push(started.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(counts.throughput_run).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    for caller in callers {
+        latencies.extend(caller.await??);
+    }
+    let elapsed = started.elapsed();
+    let rate = latencies.len() as f64 / elapsed.as_secs_f64();
+    println!(
+        "exec throughput, {} callers over {} modules, {:.1} s: {:.0} exec/s {}",
+        counts.throughput_callers,
+        counts.throughput_modules,
+        elapsed.as_secs_f64(),
+        rate,
+        verdict(rate >= 200_000.0, ">= 200k/s on 2 cores")
+    );
+    println!(
+        "  latency per exec under that load (queueing included): {}",
+        Stats::of(latencies)
+    );
+    for id in &ids {
+        runtime.stop_module(id).await;
+    }
+    Ok(())
+}
+
+/// 4. Resident memory per idle, running module.
+async fn memory(runtime: &Runtime, driver: &Arc<Driver>, counts: &Counts) -> anyhow::Result<()> {
+    // One module started and stopped first, so one-time initialisation is not counted.
+    start_all(
+        runtime,
+        driver,
+        std::iter::once("memory-warmup".to_string()),
+    )
+    .await?;
+    runtime.stop_module("memory-warmup").await;
+
+    let before = rss_kib()?;
+    let maps_before = map_count()?;
+    let started_at = Instant::now();
+    let mut alive = 0;
+    for &target in counts.memory_steps {
+        start_all(
+            runtime,
+            driver,
+            (alive..target).map(|i| format!("memory-{i}")),
+        )
+        .await?;
+        alive = target;
+        // Let the workers settle (nothing should run: the modules are idle).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let after = rss_kib()?;
+        let maps = map_count()?;
+        let per_module = after.saturating_sub(before) as f64 / target as f64;
+        println!(
+            "memory with {target} idle modules: {per_module:.1} KiB per module (VmRSS {before} -> {after} KiB), {} mappings (+{:.2} per module) {}",
+            maps,
+            maps.saturating_sub(maps_before) as f64 / target as f64,
+            verdict(per_module <= 128.0, "<= 128 KiB per module"),
+        );
+    }
+    let all_started = started_at.elapsed();
+    let last = counts.memory_steps.last().copied().unwrap_or(0);
+    let maps = map_count()?;
+    println!(
+        "{last} modules in one process: all Running, {maps} mappings of vm.max_map_count {} {}",
+        max_map_count().unwrap_or(0),
+        verdict(
+            runtime.module_ids().len() >= last && last >= 10_000,
+            "10,000 modules"
+        ),
+    );
+    println!(
+        "  (started {last} modules in {} incl. settling, {} each)",
+        fmt(all_started),
+        fmt(all_started / u32::try_from(last.max(1)).unwrap_or(1))
+    );
+    print_resident_mappings()?;
+
+    let started = Instant::now();
+    for i in 0..alive {
+        runtime.stop_module(&format!("memory-{i}")).await;
+    }
+    println!(
+        "  (stopped {alive} modules in {}; VmRSS now {} KiB)",
+        fmt(started.elapsed()),
+        rss_kib()?
+    );
+    Ok(())
+}
+
+/// The largest resident mappings of this process, to see where module memory lives.
+fn print_resident_mappings() -> anyhow::Result<()> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").context("reading smaps")?;
+    struct Mapping {
+        size_kib: u64,
+        rss_kib: u64,
+        name: String,
+    }
+    let mut mappings: Vec<Mapping> = Vec::new();
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or_default();
+        if let Some((start, end)) = first.split_once('-')
+            && let (Ok(start), Ok(end)) =
+                (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
+        {
+            let name = fields.nth(4).unwrap_or("[anon]").to_string();
+            mappings.push(Mapping {
+                size_kib: (end - start) / 1024,
+                rss_kib: 0,
+                name,
+            });
+        } else if first == "Rss:"
+            && let Some(mapping) = mappings.last_mut()
+        {
+            mapping.rss_kib = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        }
+    }
+    let total: u64 = mappings.iter().map(|m| m.rss_kib).sum();
+    let mut by_kind = std::collections::BTreeMap::<&str, (usize, u64)>::new();
+    for m in &mappings {
+        let kind = if m.name != "[anon]" && !m.name.starts_with('[') {
+            "file-backed"
+        } else if m.name == "[heap]" {
+            "[heap] (brk)"
+        } else if m.size_kib >= 1 << 20 {
+            "anonymous >= 1 GiB (wasmtime pool reservations)"
+        } else if m.size_kib > 8 << 10 {
+            "anonymous 8 MiB..1 GiB (malloc arenas, large allocations)"
+        } else {
+            "anonymous < 8 MiB (stacks, guard pages, small mmaps)"
+        };
+        let entry = by_kind.entry(kind).or_default();
+        entry.0 += 1;
+        entry.1 += m.rss_kib;
+    }
+    println!("  resident memory by mapping kind (smaps, total {total} KiB):");
+    for (kind, (count, rss)) in by_kind {
+        println!("    {kind}: {rss} KiB in {count} mappings");
+    }
+    mappings.sort_by_key(|m| std::cmp::Reverse(m.rss_kib));
+    println!("  largest resident mappings:");
+    for m in mappings.iter().take(6) {
+        println!(
+            "    {} KiB resident of {} KiB {}",
+            m.rss_kib, m.size_kib, m.name
+        );
+    }
+    Ok(())
+}
+
+/// Latency percentiles of one measurement.
+struct Stats {
+    p50: Duration,
+    p99: Duration,
+    mean: Duration,
+    n: usize,
+}
+
+impl Stats {
+    fn of(mut samples: Vec<Duration>) -> Stats {
+        samples.sort_unstable();
+        let n = samples.len();
+        let at = |q: usize| {
+            samples
+                .get((n * q / 100).min(n.saturating_sub(1)))
+                .copied()
+                .unwrap_or_default()
+        };
+        let total: Duration = samples.iter().sum();
+        Stats {
+            p50: at(50),
+            p99: at(99),
+            mean: total / u32::try_from(n.max(1)).unwrap_or(u32::MAX),
+            n,
+        }
+    }
+}
+
+impl std::fmt::Display for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "p50 {}, p99 {}, mean {} (n={})",
+            fmt(self.p50),
+            fmt(self.p99),
+            fmt(self.mean),
+            self.n
+        )
+    }
+}
+
+fn fmt(duration: Duration) -> String {
+    let micros = duration.as_secs_f64() * 1e6;
+    if micros < 1_000.0 {
+        format!("{micros:.1} µs")
+    } else if micros < 1_000_000.0 {
+        format!("{:.2} ms", micros / 1e3)
+    } else {
+        format!("{:.2} s", micros / 1e6)
+    }
+}
+
+fn verdict(pass: bool, target: &str) -> String {
+    format!("[{}: target {target}]", if pass { "PASS" } else { "MISS" })
+}
+
+/// This process's resident set, in KiB.
+fn rss_kib() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").context("reading status")?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS in /proc/self/status")
+}
+
+/// This process's memory mappings.
+fn map_count() -> anyhow::Result<usize> {
+    Ok(std::fs::read_to_string("/proc/self/maps")
+        .context("reading maps")?
+        .lines()
+        .count())
+}
+
+fn max_map_count() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
