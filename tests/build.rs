@@ -133,30 +133,29 @@ fn workspace_packages(workspace: &Path) -> Result<Vec<(String, PathBuf)>, String
     let metadata: serde_json::Value =
         serde_json::from_slice(&output.stdout).map_err(|e| format!("cargo metadata: {e}"))?;
     let mut packages = Vec::new();
-    for package in metadata["packages"].as_array().into_iter().flatten() {
-        let is_component = package["targets"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|target| {
-                target["crate_types"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|t| t == "cdylib")
-            });
+    let list = |value: &serde_json::Value, key: &str| {
+        value
+            .get(key)
+            .and_then(serde_json::Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let text = |value: &serde_json::Value, key: &str| {
+        value
+            .get(key)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| format!("cargo metadata: package without `{key}`"))
+    };
+    for package in list(&metadata, "packages") {
+        let is_component = list(&package, "targets")
+            .iter()
+            .any(|target| list(target, "crate_types").iter().any(|t| t == "cdylib"));
         if !is_component {
             continue;
         }
-        let name = package["name"]
-            .as_str()
-            .ok_or("package without a name")?
-            .to_string();
-        let manifest = PathBuf::from(
-            package["manifest_path"]
-                .as_str()
-                .ok_or("no manifest path")?,
-        );
+        let name = text(&package, "name")?;
+        let manifest = PathBuf::from(text(&package, "manifest_path")?);
         let dir = manifest
             .parent()
             .ok_or("manifest without a directory")?

@@ -1,5 +1,14 @@
 //! Support for Warden's end-to-end tests: the built guests, the `warden` binary, device
 //! simulators started as child processes, and free ports on 127.0.0.1.
+//!
+//! This is test code: failing loudly with a clear message is its job, so the workspace's
+//! no-panic lints are lifted here.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;

@@ -205,8 +205,11 @@ fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
             .param_names()
             .iter()
             .map(|name| {
-                let ty = function.params["properties"][name]
-                    .get("type")
+                let ty = function
+                    .params
+                    .get("properties")
+                    .and_then(|properties| properties.get(name))
+                    .and_then(|schema| schema.get("type"))
                     .and_then(Value::as_str)
                     .unwrap_or("any")
                     .to_string();

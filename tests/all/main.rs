@@ -1,4 +1,10 @@
 //! Warden's end-to-end tests: one binary, the drivers and fixtures built once by build.rs.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod drivers;
 mod runtime;

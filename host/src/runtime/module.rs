@@ -190,7 +190,7 @@ impl ModuleHandle {
             attempts: 0,
             reply,
         };
-        self.shared.queue.push(exec).map_err(|(_, error)| error)?;
+        self.shared.queue.push(exec)?;
         match tokio::time::timeout_at(deadline + KILL_GRACE * 2, result).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(ExecError::Stopped),

@@ -90,11 +90,11 @@ impl CommandQueue {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queue `exec`. Fails (handing it back) when the queue is closed or full.
-    pub fn push(&self, exec: QueuedExec) -> Result<(), (QueuedExec, ExecError)> {
+    /// Queue `exec`. Fails when the queue is closed or full.
+    pub fn push(&self, exec: QueuedExec) -> Result<(), ExecError> {
         let mut inner = self.inner();
         if inner.closed {
-            return Err((exec, ExecError::Stopped));
+            return Err(ExecError::Stopped);
         }
         if let Some(name) = exec.options.name.clone() {
             let twin = inner
@@ -112,7 +112,7 @@ impl CommandQueue {
             }
         }
         if inner.items.len() >= self.capacity {
-            return Err((exec, ExecError::QueueFull(self.capacity)));
+            return Err(ExecError::QueueFull(self.capacity));
         }
         let seq = inner.next_seq;
         inner.next_seq += 1;
@@ -257,7 +257,7 @@ mod tests {
         let (c, _c) = exec("c", 50, None);
         queue.push(a).unwrap();
         queue.push(b).unwrap();
-        assert!(matches!(queue.push(c), Err((_, ExecError::QueueFull(2)))));
+        assert!(matches!(queue.push(c), Err(ExecError::QueueFull(2))));
 
         let taken = queue.pop().unwrap();
         assert_eq!(taken.function, "a");
@@ -276,6 +276,6 @@ mod tests {
         queue.close(ExecError::Stopped);
         assert_eq!(d_rx.await.unwrap(), Err(ExecError::Stopped));
         let (e, _e) = exec("e", 50, None);
-        assert!(matches!(queue.push(e), Err((_, ExecError::Stopped))));
+        assert!(matches!(queue.push(e), Err(ExecError::Stopped)));
     }
 }

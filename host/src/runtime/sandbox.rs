@@ -183,10 +183,9 @@ impl SandboxState {
             .deferred
             .iter()
             .position(|event| matches!(event, TransportEvent::Message(_)))
+            && let Some(TransportEvent::Message(message)) = self.deferred.remove(position)
         {
-            if let Some(TransportEvent::Message(message)) = self.deferred.remove(position) {
-                return Ok(message);
-            }
+            return Ok(message);
         }
         loop {
             match tokio::time::timeout_at(deadline, self.transport_events.recv()).await {

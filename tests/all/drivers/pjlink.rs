@@ -81,11 +81,12 @@ fn emulator(password: Option<&str>, transition_delay: u32) -> Simulator {
 }
 
 /// The emulator with the state `config` describes (see [`SCRIPTED_EMULATOR`]).
-fn scripted_emulator(mut config: Value) -> Simulator {
+fn scripted_emulator(config: Value) -> Simulator {
     let port = free_port();
-    config["port"] = json!(port);
+    let mut config = config.as_object().cloned().unwrap_or_default();
+    config.insert("port".to_string(), json!(port));
     let mut command = Command::new(python());
-    command.args(["-c", SCRIPTED_EMULATOR, &config.to_string()]);
+    command.args(["-c", SCRIPTED_EMULATOR, &Value::Object(config).to_string()]);
     Simulator::start_tcp(command, localhost(port))
 }
 
