@@ -288,6 +288,11 @@ fn run(args: &RunArgs, cache_dir: PathBuf) -> anyhow::Result<ExitCode> {
                 eprintln!("error: {message}");
                 ExitCode::from(1)
             }
+            Ok(()) if module.init_error().is_some() => {
+                let refused = module.init_error().map(|e| e.to_string()).unwrap_or_default();
+                eprintln!("error: the driver refused the settings: {refused}");
+                ExitCode::from(2)
+            }
             Ok(()) => {
                 let options = ExecOptions {
                     timeout: Some(timeout),

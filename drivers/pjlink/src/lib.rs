@@ -1,11 +1,11 @@
 //! PJLink class 1 projector driver.
 //!
 //! PJLink is the projector industry's common control protocol: a line-based exchange over
-//! TCP port 4352 (see [`protocol`] for the wire format). The host owns the connection. On
-//! every new connection the projector greets first, and the greeting says whether (and
-//! with which random number) the session must be authenticated, so the driver tracks one
-//! [`Session`] per connection: it reads the greeting in [`Driver::connected`], or before a
-//! command when the command is what opened the connection (make-break mode).
+//! TCP port 4352 (the `protocol` module has the wire format). The host owns the
+//! connection. On every new connection the projector greets first, and the greeting says
+//! whether (and with which random number) the session must be authenticated, so the driver
+//! tracks one `Session` per connection: it reads the greeting in [`Driver::connected`], or
+//! before a command when the command is what opened the connection (make-break mode).
 //!
 //! Projectors keep the connection open between commands and close it after about 30
 //! seconds of silence; some close it after every command, and all of them after a wrong

@@ -65,6 +65,8 @@ pub(crate) struct ModuleShared {
     status: StatusMap,
     queue: CommandQueue,
     state: watch::Sender<ModuleState>,
+    /// What the driver's last `init` refused, if it did.
+    init_error: Mutex<Option<DriverError>>,
 }
 
 impl ModuleShared {
@@ -153,6 +155,16 @@ impl ModuleHandle {
     /// Every later status change.
     pub fn subscribe(&self) -> broadcast::Receiver<StatusChange> {
         self.shared.status.subscribe()
+    }
+
+    /// The error of the driver's last `init`, when it refused its settings. The module
+    /// runs on without them, as the WIT contract says.
+    pub fn init_error(&self) -> Option<DriverError> {
+        self.shared
+            .init_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Commands waiting in the queue.
@@ -244,6 +256,7 @@ pub(crate) fn spawn(runtime: Arc<RuntimeInner>, config: ModuleConfig) -> ModuleH
         status: StatusMap::new(config.id.clone()),
         queue: CommandQueue::new(config.limits.queue_capacity),
         state: watch::Sender::new(ModuleState::Starting),
+        init_error: Mutex::new(None),
     });
     let (control, control_rx) = mpsc::channel(16);
     let task = tokio::spawn(supervise(runtime, shared.clone(), config, control_rx));

@@ -292,10 +292,11 @@ fn the_readme_settings_poll_into_status() {
     );
 
     // Settings with an unusable range are refused as a whole: init fails with a message
-    // naming the range, and the module runs on without polls (the WIT contract).
+    // naming the range, and the CLI (the author's test bench) exits with a usage error.
     let refused = r#"{"poll": [{"name": "x", "kind": "input", "address": 0, "count": 126, "every_ms": 1000}]}"#;
     let run = exec(device.addr, Some(refused), "poll_now", json!([]));
-    assert_eq!(run.json(), json!({}));
+    assert_eq!(run.code, Some(2), "{run:#?}");
+    assert!(run.stderr.contains("the driver refused the settings"), "{run:#?}");
     assert!(
         run.stderr
             .contains("poll `x`: read input registers: count must be between 1 and 125, got 126"),
