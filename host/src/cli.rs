@@ -289,7 +289,10 @@ fn run(args: &RunArgs, cache_dir: PathBuf) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             }
             Ok(()) if module.init_error().is_some() => {
-                let refused = module.init_error().map(|e| e.to_string()).unwrap_or_default();
+                let refused = module
+                    .init_error()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
                 eprintln!("error: the driver refused the settings: {refused}");
                 ExitCode::from(2)
             }

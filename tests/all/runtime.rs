@@ -324,6 +324,11 @@ async fn settings_change_reaches_init_without_restart() {
         matches!(bad, Err(ExecError::Driver(ref e)) if e.kind == "invalid-arguments"),
         "{bad:?}"
     );
+    assert!(
+        module
+            .init_error()
+            .is_some_and(|e| e.kind == "invalid-arguments")
+    );
     assert_eq!(
         module
             .exec("add", json!([1, 2]), ExecOptions::default())
@@ -331,6 +336,11 @@ async fn settings_change_reaches_init_without_restart() {
             .unwrap(),
         json!(3)
     );
+    module
+        .update_settings(json!({"greeting": "hej"}))
+        .await
+        .unwrap();
+    assert_eq!(module.init_error(), None);
     runtime.shutdown().await;
 }
 

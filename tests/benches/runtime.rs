@@ -86,10 +86,14 @@ async fn run(counts: &Counts, cache_dir: &std::path::Path) -> anyhow::Result<()>
     );
     let mut config = RuntimeConfig::new(cache_dir);
     config.max_modules = MAX_MODULES;
+    // wasmtime 48 keeps the last fiber stack of a store cached in the store until the
+    // store is dropped, so every live module holds one pooled async stack: the pool must
+    // have one per module (see `default_config_capacity` for what the default does).
+    config.max_calls_in_flight = MAX_MODULES;
     let idle_rss = rss_kib()?;
     let runtime = Runtime::new(config).context("creating the runtime")?;
     println!(
-        "runtime created (max_modules {MAX_MODULES}): VmRSS {} -> {} KiB, {} mappings",
+        "runtime created (max_modules {MAX_MODULES}, max_calls_in_flight {MAX_MODULES}): VmRSS {} -> {} KiB, {} mappings",
         idle_rss,
         rss_kib()?,
         map_count()?
@@ -101,6 +105,44 @@ async fn run(counts: &Counts, cache_dir: &std::path::Path) -> anyhow::Result<()>
     start(&runtime, &driver, counts).await?;
     exec_latency(&runtime, &driver, counts).await?;
     exec_throughput(&runtime, &driver, counts).await?;
+    runtime.shutdown().await;
+    drop(driver);
+    drop(runtime);
+    default_config_capacity(cache_dir, &bytes).await
+}
+
+/// How many modules a runtime with the default configuration (other than the cache
+/// directory) can run at once, up to its own `max_modules`.
+async fn default_config_capacity(cache_dir: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let config = RuntimeConfig::new(cache_dir);
+    let (max_modules, max_calls) = (config.max_modules, config.max_calls_in_flight);
+    let runtime = Runtime::new(config).context("creating the default runtime")?;
+    let driver = runtime.load_driver(bytes)?;
+    let mut alive = 0usize;
+    let mut failure = None;
+    const BATCH: usize = 250;
+    'batches: while alive < max_modules as usize {
+        let ids: Vec<String> = (alive..(alive + BATCH).min(max_modules as usize))
+            .map(|i| format!("default-{i}"))
+            .collect();
+        for id in &ids {
+            runtime.start_module(ModuleConfig::new(id, driver.clone()))?;
+        }
+        for id in &ids {
+            if let Err(error) = running(&runtime, id).await {
+                failure = Some(format!("{error:#}"));
+                break 'batches;
+            }
+            alive += 1;
+        }
+    }
+    println!(
+        "default RuntimeConfig (max_modules {max_modules}, max_calls_in_flight {max_calls}): {alive} modules running{} {}",
+        failure
+            .map(|f| format!("; the next one failed: {f}"))
+            .unwrap_or_default(),
+        verdict(alive >= 10_000, "10,000 modules"),
+    );
     runtime.shutdown().await;
     Ok(())
 }
@@ -335,15 +377,21 @@ async fn memory(runtime: &Runtime, driver: &Arc<Driver>, counts: &Counts) -> any
 
     let before = rss_kib()?;
     let maps_before = map_count()?;
-    let started_at = Instant::now();
     let mut alive = 0;
     for &target in counts.memory_steps {
+        let started = Instant::now();
         start_all(
             runtime,
             driver,
             (alive..target).map(|i| format!("memory-{i}")),
         )
         .await?;
+        let elapsed = started.elapsed();
+        println!(
+            "  (started modules {alive}..{target} all at once: {} until all Running, {} per module)",
+            fmt(elapsed),
+            fmt(elapsed / u32::try_from(target - alive).unwrap_or(u32::MAX).max(1))
+        );
         alive = target;
         // Let the workers settle (nothing should run: the modules are idle).
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -357,7 +405,6 @@ async fn memory(runtime: &Runtime, driver: &Arc<Driver>, counts: &Counts) -> any
             verdict(per_module <= 128.0, "<= 128 KiB per module"),
         );
     }
-    let all_started = started_at.elapsed();
     let last = counts.memory_steps.last().copied().unwrap_or(0);
     let maps = map_count()?;
     println!(
@@ -367,11 +414,6 @@ async fn memory(runtime: &Runtime, driver: &Arc<Driver>, counts: &Counts) -> any
             runtime.module_ids().len() >= last && last >= 10_000,
             "10,000 modules"
         ),
-    );
-    println!(
-        "  (started {last} modules in {} incl. settling, {} each)",
-        fmt(all_started),
-        fmt(all_started / u32::try_from(last.max(1)).unwrap_or(1))
     );
     print_resident_mappings()?;
 
@@ -392,6 +434,7 @@ fn print_resident_mappings() -> anyhow::Result<()> {
     let smaps = std::fs::read_to_string("/proc/self/smaps").context("reading smaps")?;
     struct Mapping {
         size_kib: u64,
+        perms: String,
         rss_kib: u64,
         name: String,
     }
@@ -403,9 +446,11 @@ fn print_resident_mappings() -> anyhow::Result<()> {
             && let (Ok(start), Ok(end)) =
                 (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
         {
-            let name = fields.nth(4).unwrap_or("[anon]").to_string();
+            let perms = fields.next().unwrap_or_default().to_string();
+            let name = fields.nth(3).unwrap_or("[anon]").to_string();
             mappings.push(Mapping {
                 size_kib: (end - start) / 1024,
+                perms,
                 rss_kib: 0,
                 name,
             });
@@ -416,34 +461,29 @@ fn print_resident_mappings() -> anyhow::Result<()> {
         }
     }
     let total: u64 = mappings.iter().map(|m| m.rss_kib).sum();
-    let mut by_kind = std::collections::BTreeMap::<&str, (usize, u64)>::new();
+    // Group by (size, permissions, name): pool slots, stacks and guard pages show up as
+    // many mappings of one size.
+    let mut groups = std::collections::HashMap::<(u64, String, String), (usize, u64)>::new();
     for m in &mappings {
-        let kind = if m.name != "[anon]" && !m.name.starts_with('[') {
-            "file-backed"
-        } else if m.name == "[heap]" {
-            "[heap] (brk)"
-        } else if m.size_kib >= 1 << 20 {
-            "anonymous >= 1 GiB (wasmtime pool reservations)"
-        } else if m.size_kib > 8 << 10 {
-            "anonymous 8 MiB..1 GiB (malloc arenas, large allocations)"
-        } else {
-            "anonymous < 8 MiB (stacks, guard pages, small mmaps)"
-        };
-        let entry = by_kind.entry(kind).or_default();
+        let entry = groups
+            .entry((m.size_kib, m.perms.clone(), m.name.clone()))
+            .or_default();
         entry.0 += 1;
         entry.1 += m.rss_kib;
     }
-    println!("  resident memory by mapping kind (smaps, total {total} KiB):");
-    for (kind, (count, rss)) in by_kind {
-        println!("    {kind}: {rss} KiB in {count} mappings");
+    let mut groups: Vec<_> = groups.into_iter().collect();
+    groups.sort_by_key(|(_, (count, rss))| std::cmp::Reverse((*rss, *count)));
+    println!(
+        "  resident mappings by (size, perms, name), largest first (smaps total {total} KiB):"
+    );
+    for ((size_kib, perms, name), (count, rss)) in groups.iter().take(10) {
+        println!("    {count} x {size_kib} KiB {perms} {name}: {rss} KiB resident");
     }
-    mappings.sort_by_key(|m| std::cmp::Reverse(m.rss_kib));
-    println!("  largest resident mappings:");
-    for m in mappings.iter().take(6) {
-        println!(
-            "    {} KiB resident of {} KiB {}",
-            m.rss_kib, m.size_kib, m.name
-        );
+    let mut counts: Vec<_> = groups.iter().collect();
+    counts.sort_by_key(|(_, (count, _))| std::cmp::Reverse(*count));
+    println!("  most numerous mappings:");
+    for ((size_kib, perms, name), (count, rss)) in counts.iter().take(6) {
+        println!("    {count} x {size_kib} KiB {perms} {name}: {rss} KiB resident");
     }
     Ok(())
 }

@@ -547,7 +547,7 @@ impl Sandbox {
         let timeout = shared.limits.hook_timeout;
         let result = guest_call!(self, timeout, |guest, store| guest
             .call_init(store, &settings_json))?;
-        Ok(result.map_err(|error| {
+        let result = result.map_err(|error| {
             let error = driver_error(error);
             emit_log(
                 runtime,
@@ -556,7 +556,9 @@ impl Sandbox {
                 &format!("init failed: {error}"),
             );
             error
-        }))
+        });
+        *shared.init_error.lock().unwrap_or_else(|e| e.into_inner()) = result.clone().err();
+        Ok(result)
     }
 
     /// Serve the module until it is stopped or crashes.

@@ -201,9 +201,23 @@ impl SandboxState {
                         _ => String::new(),
                     };
                     self.deferred.push_back(event);
-                    return Err(WitError::NotConnected(format!(
-                        "the connection closed before a reply: {reason}"
-                    )));
+                    // A disconnect already followed by a newer connection does not end the
+                    // wait: only the current state of the link counts.
+                    loop {
+                        match self.transport_events.try_recv() {
+                            Ok(TransportEvent::Message(message)) => return Ok(message),
+                            Ok(TransportEvent::Connected) => {
+                                self.deferred.push_back(TransportEvent::Connected);
+                                break;
+                            }
+                            Ok(again) => self.deferred.push_back(again),
+                            Err(_) => {
+                                return Err(WitError::NotConnected(format!(
+                                    "the connection closed before a reply: {reason}"
+                                )));
+                            }
+                        }
+                    }
                 }
             }
         }

@@ -296,7 +296,10 @@ fn the_readme_settings_poll_into_status() {
     let refused = r#"{"poll": [{"name": "x", "kind": "input", "address": 0, "count": 126, "every_ms": 1000}]}"#;
     let run = exec(device.addr, Some(refused), "poll_now", json!([]));
     assert_eq!(run.code, Some(2), "{run:#?}");
-    assert!(run.stderr.contains("the driver refused the settings"), "{run:#?}");
+    assert!(
+        run.stderr.contains("the driver refused the settings"),
+        "{run:#?}"
+    );
     assert!(
         run.stderr
             .contains("poll `x`: read input registers: count must be between 1 and 125, got 126"),

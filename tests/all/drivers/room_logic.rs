@@ -23,6 +23,9 @@ fn projector_emulator() -> Simulator {
         &port.to_string(),
         "--pj-class",
         "1",
+        // Power changes take effect at once (the emulator's default is a 10 s warm-up).
+        "--transition-delay",
+        "0",
     ]);
     Simulator::start_tcp(command, addr)
 }
