@@ -78,6 +78,12 @@ struct RunArgs {
     /// Connect for each command and close when idle, instead of staying connected.
     #[arg(long)]
     make_break: bool,
+    /// Most linear memory the driver may use, in MiB.
+    #[arg(long, default_value_t = 64)]
+    memory_mib: usize,
+    /// Most CPU time one call into the driver may use, in milliseconds.
+    #[arg(long, default_value_t = 1_000)]
+    cpu_ms_per_call: u64,
 }
 
 /// Run the command line; the process exit code is 0 on success, 1 when the device or
@@ -260,6 +266,7 @@ fn run(args: &RunArgs, cache_dir: PathBuf) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     tokio.block_on(async move {
         let mut config = RuntimeConfig::new(cache_dir);
+        config.limits.memory_bytes = args.memory_mib.saturating_mul(1 << 20);
         config.max_modules = 4;
         config.max_calls_in_flight = 16;
         let runtime = Runtime::new(config).context("starting the runtime")?;
@@ -273,6 +280,8 @@ fn run(args: &RunArgs, cache_dir: PathBuf) -> anyhow::Result<ExitCode> {
         };
         let timeout = Duration::from_millis(args.timeout_ms);
         module_config.limits.exec_timeout = timeout;
+        module_config.limits.memory_bytes = args.memory_mib.saturating_mul(1 << 20);
+        module_config.limits.cpu_per_call = Duration::from_millis(args.cpu_ms_per_call);
         let module = runtime.start_module(module_config)?;
         let printer = tokio::spawn(print_events(runtime.events(), module.subscribe()));
 

@@ -39,12 +39,41 @@ async fn second_load_comes_from_the_precompiled_cache() {
     assert_eq!(first.digest(), second.digest());
     let artifacts: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
     assert_eq!(artifacts.len(), 1);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&cache).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "the cache directory is private");
 
     // A corrupt artifact is discarded and recompiled, not trusted.
     let artifact = artifacts.into_iter().next().unwrap().unwrap().path();
     std::fs::write(&artifact, b"garbage").unwrap();
     let third = runtime.load_driver(&bytes).unwrap();
     assert_eq!(third.cache, CacheOutcome::Compiled);
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_others_can_write_is_not_trusted() {
+    use std::os::unix::fs::PermissionsExt;
+    let cache = std::env::temp_dir().join(format!("warden-open-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let runtime =
+        warden::runtime::Runtime::new(warden::runtime::RuntimeConfig::new(&cache)).unwrap();
+    let bytes = std::fs::read(guests::ECHO).unwrap();
+    assert_eq!(
+        runtime.load_driver(&bytes).unwrap().cache,
+        CacheOutcome::Compiled
+    );
+    assert_eq!(
+        runtime.load_driver(&bytes).unwrap().cache,
+        CacheOutcome::Compiled
+    );
+    assert_eq!(
+        std::fs::read_dir(&cache).unwrap().count(),
+        0,
+        "nothing stored"
+    );
     let _ = std::fs::remove_dir_all(&cache);
 }
 

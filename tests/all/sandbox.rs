@@ -254,3 +254,48 @@ async fn a_blocked_host_call_ends_with_a_timeout_error_not_a_kill() {
     );
     runtime.shutdown().await;
 }
+
+#[test]
+fn the_cli_reports_each_limit_and_exits_non_zero() {
+    let spin = warden_tests::warden(&[
+        "driver",
+        "run",
+        guests::HOSTILE,
+        "--exec",
+        "spin",
+        "--cpu-ms-per-call",
+        "100",
+    ]);
+    assert_eq!(spin.code, Some(1), "{spin:?}");
+    assert!(
+        spin.stderr
+            .contains("CPU time limit of 100ms per call exceeded"),
+        "{spin:?}"
+    );
+
+    let hoard = warden_tests::warden(&[
+        "driver",
+        "run",
+        guests::HOSTILE,
+        "--exec",
+        "hoard",
+        "--args",
+        "[64]",
+        "--memory-mib",
+        "16",
+    ]);
+    assert_eq!(hoard.code, Some(1), "{hoard:?}");
+    assert!(
+        hoard.stderr.contains("memory limit of 16 MiB exceeded"),
+        "{hoard:?}"
+    );
+
+    let trap = warden_tests::warden(&["driver", "run", guests::HOSTILE, "--exec", "trap"]);
+    assert_eq!(trap.code, Some(1), "{trap:?}");
+    assert!(trap.stderr.contains("driver trapped"), "{trap:?}");
+    // The guest's panic message reaches the log through stderr.
+    assert!(
+        trap.stderr.contains("hostile driver panics on purpose"),
+        "{trap:?}"
+    );
+}

@@ -485,6 +485,39 @@ fn print_resident_mappings() -> anyhow::Result<()> {
     for ((size_kib, perms, name), (count, rss)) in counts.iter().take(6) {
         println!("    {count} x {size_kib} KiB {perms} {name}: {rss} KiB resident");
     }
+    // Roles by layout (a heuristic): a pooled linear memory is [guest stack area][memfd
+    // data image][heap pages][reserved]; a pooled fiber stack is [4 KiB guard][stack].
+    let image = |m: Option<&Mapping>| m.is_some_and(|m| m.name.contains("wasm-memory-image"));
+    let mut roles = std::collections::BTreeMap::<&str, (usize, u64)>::new();
+    for (i, m) in mappings.iter().enumerate() {
+        let before = i.checked_sub(1).and_then(|j| mappings.get(j));
+        let after = mappings.get(i + 1);
+        let anon_rw = m.name == "[anon]" && m.perms.starts_with("rw");
+        let role = if image(Some(m)) {
+            "linear memories: data images"
+        } else if anon_rw && image(after) {
+            "linear memories: pages below the data (guest stack)"
+        } else if anon_rw && image(before) {
+            "linear memories: pages above the data (guest heap)"
+        } else if anon_rw && before.is_some_and(|b| b.size_kib == 4 && b.perms.starts_with("---")) {
+            "fiber stacks (pooled async stacks) and thread stacks"
+        } else if anon_rw && m.size_kib >= 1 << 20 {
+            "other pool regions >= 1 GiB (tables)"
+        } else if m.name == "[heap]" || anon_rw {
+            "malloc heap and other anonymous (host state, stores, instances)"
+        } else if m.name.starts_with('/') {
+            "file-backed (binary, libraries, .cwasm)"
+        } else {
+            "other"
+        };
+        let entry = roles.entry(role).or_default();
+        entry.0 += 1;
+        entry.1 += m.rss_kib;
+    }
+    println!("  resident memory by role:");
+    for (role, (count, rss)) in roles {
+        println!("    {role}: {rss} KiB in {count} mappings");
+    }
     Ok(())
 }
 

@@ -43,18 +43,20 @@ impl ComponentCache {
     }
 
     /// The compiled form of `bytes` (whose digest is `digest`), from the cache when present.
+    ///
+    /// A precompiled artifact is native code, so the cache is used only when its directory
+    /// is private to the user running the host (created with mode 0700; not writable by
+    /// group or others). Otherwise the component is compiled in memory every time and a
+    /// warning says why.
     pub fn load(
         &self,
         engine: &Engine,
         digest: &str,
         bytes: &[u8],
     ) -> anyhow::Result<(Component, CacheOutcome)> {
+        let trusted = self.prepare_dir();
         let path = self.path_for(engine, digest);
-        if path.is_file() {
-            // SAFETY of deserialize_file: the artifact was written by this process's
-            // engine configuration into a directory only the host writes; wasmtime still
-            // checks the engine compatibility header. A corrupt file fails here and is
-            // recompiled below.
+        if trusted && path.is_file() {
             match deserialize(engine, &path) {
                 Ok(component) => return Ok((component, CacheOutcome::Hit)),
                 Err(error) => {
@@ -67,20 +69,52 @@ impl ComponentCache {
             .precompile_component(bytes)
             .map_err(anyhow::Error::from)
             .context("compiling the component")?;
-        std::fs::create_dir_all(&self.dir)
-            .with_context(|| format!("creating cache directory {}", self.dir.display()))?;
-        // Write to a temporary name and rename, so a reader never sees half a file.
-        let temporary = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&temporary, &artifact)
-            .with_context(|| format!("writing {}", temporary.display()))?;
-        std::fs::rename(&temporary, &path)
-            .with_context(|| format!("storing {}", path.display()))?;
+        if trusted {
+            // Write to a temporary name and rename, so a reader never sees half a file.
+            let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+            let stored = std::fs::write(&temporary, &artifact)
+                .and_then(|()| std::fs::rename(&temporary, &path));
+            if let Err(error) = stored {
+                let _ = std::fs::remove_file(&temporary);
+                tracing::warn!(path = %path.display(), %error, "could not cache the compiled component");
+            }
+        }
         // SAFETY: the artifact was just produced by this engine.
         #[allow(unsafe_code)]
         let component = unsafe { Component::deserialize(engine, &artifact) }
             .map_err(anyhow::Error::from)
             .context("loading the compiled component")?;
         Ok((component, CacheOutcome::Compiled))
+    }
+
+    /// Create the cache directory (mode 0700) if needed; whether it is safe to use.
+    fn prepare_dir(&self) -> bool {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        if !self.dir.exists() {
+            let created = std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.dir);
+            if let Err(error) = created {
+                tracing::warn!(dir = %self.dir.display(), %error, "cannot create the component cache; compiling without it");
+                return false;
+            }
+        }
+        let owner = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+        match std::fs::metadata(&self.dir) {
+            Ok(meta) if meta.permissions().mode() & 0o022 == 0 && Some(meta.uid()) == owner => true,
+            Ok(_) => {
+                tracing::warn!(
+                    dir = %self.dir.display(),
+                    "the component cache is writable by others or owned by another user; compiling without it"
+                );
+                false
+            }
+            Err(error) => {
+                tracing::warn!(dir = %self.dir.display(), %error, "cannot read the component cache; compiling without it");
+                false
+            }
+        }
     }
 }
 

@@ -41,7 +41,9 @@ use sandbox::SandboxState;
 /// Limits of one module's sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModuleLimits {
-    /// Most linear memory the driver may use, in bytes. Default 64 MiB.
+    /// Most linear memory the driver may use, in bytes. Default 64 MiB. A module's limit
+    /// cannot exceed the runtime's (`RuntimeConfig::limits`), which sizes the pooled
+    /// memory slots.
     pub memory_bytes: usize,
     /// Most CPU time one call into the driver may use (time blocked in host calls does
     /// not count). Default 1 s.
