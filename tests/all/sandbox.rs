@@ -299,3 +299,44 @@ fn the_cli_reports_each_limit_and_exits_non_zero() {
         "{trap:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_flood_is_capped_and_counted() {
+    let runtime = support::runtime();
+    let mut events = runtime.events();
+    let hostile = support::load(&runtime, guests::HOSTILE);
+    let module = support::start(&runtime, ModuleConfig::new("spammer", hostile)).await;
+    let written = module
+        .exec("spam", json!([5000]), ExecOptions::default())
+        .await
+        .expect("spam");
+    assert_eq!(written, json!(5000));
+    let mut spam_lines = 0;
+    while let Ok(event) = events.try_recv() {
+        if let RuntimeEvent::Log {
+            module, message, ..
+        } = event
+            && module == "spammer"
+            && message.starts_with("spam ")
+        {
+            spam_lines += 1;
+        }
+    }
+    assert!(spam_lines <= 210, "{spam_lines} lines got through");
+    assert!(
+        spam_lines >= 100,
+        "the burst itself is allowed: {spam_lines}"
+    );
+    // After a pause the next line says how many were dropped.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    module
+        .exec("spam", json!([1]), ExecOptions::default())
+        .await
+        .unwrap();
+    support::wait_event(&mut events, |e| {
+        matches!(e, RuntimeEvent::Log { module, level: LogLevel::Warn, message }
+            if module == "spammer" && message.contains("log lines of this module were dropped"))
+    })
+    .await;
+    runtime.shutdown().await;
+}

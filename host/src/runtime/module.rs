@@ -16,7 +16,7 @@ use super::engine::EPOCH_TICK;
 use super::queue::{CommandQueue, QueuedExec};
 use super::sandbox::{CallClock, GuestEvent, SandboxState};
 use super::status::{StatusChange, StatusMap};
-use super::stdio::emit_log;
+use super::stdio::{Admit, LogBudget, emit_log};
 use super::{
     Driver, DriverError, ExecError, ExecOptions, LogLevel, ModuleConfig, ModuleLimits,
     RuntimeEvent, RuntimeInner, merge_settings,
@@ -67,13 +67,10 @@ pub(crate) struct ModuleShared {
     state: watch::Sender<ModuleState>,
     /// What the driver's last `init` refused, if it did.
     init_error: Mutex<Option<DriverError>>,
+    log_budget: Mutex<LogBudget>,
 }
 
 impl ModuleShared {
-    pub(crate) fn id(&self) -> &str {
-        &self.id
-    }
-
     pub(crate) fn system(&self) -> Option<&str> {
         self.system.as_deref()
     }
@@ -84,6 +81,26 @@ impl ModuleShared {
 
     pub(crate) fn status(&self) -> &StatusMap {
         &self.status
+    }
+
+    /// Log a line written by the driver (through `log` or stdio), within its budget.
+    pub(crate) fn driver_log(&self, runtime: &RuntimeInner, level: LogLevel, message: &str) {
+        let admit = self
+            .log_budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(Instant::now());
+        if let Admit::Write { dropped_before } = admit {
+            if dropped_before > 0 {
+                emit_log(
+                    runtime,
+                    &self.id,
+                    LogLevel::Warn,
+                    &format!("{dropped_before} log lines of this module were dropped (rate limit)"),
+                );
+            }
+            emit_log(runtime, &self.id, level, message);
+        }
     }
 
     fn set_connected(&self, runtime: &RuntimeInner, connected: bool) {
@@ -257,6 +274,7 @@ pub(crate) fn spawn(runtime: Arc<RuntimeInner>, config: ModuleConfig) -> ModuleH
         queue: CommandQueue::new(config.limits.queue_capacity),
         state: watch::Sender::new(ModuleState::Starting),
         init_error: Mutex::new(None),
+        log_budget: Mutex::new(LogBudget::new()),
     });
     let (control, control_rx) = mpsc::channel(16);
     let task = tokio::spawn(supervise(runtime, shared.clone(), config, control_rx));

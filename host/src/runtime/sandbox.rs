@@ -20,7 +20,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::warden::driver::{log, settings, status, system, timers, transport, types};
 use super::bindings::{DriverWorld, WitError};
 use super::module::ModuleShared;
-use super::stdio::{LogPipe, emit_log};
+use super::stdio::LogPipe;
 use super::{ExecError, ExecOptions, LogLevel, RuntimeInner, systems};
 use crate::capability::{self, Decision, Grant, Request};
 use crate::transport::{Connection, Tokenizer, TransportError, TransportEvent};
@@ -96,17 +96,20 @@ impl SandboxState {
         transport_events: mpsc::Receiver<TransportEvent>,
         guest_events: mpsc::Sender<GuestEvent>,
     ) -> Self {
-        let module: Arc<str> = Arc::from(shared.id());
         // No preopened directories, no environment, no arguments, no network; stdin is
         // empty and stdout/stderr become log lines.
         let mut builder = WasiCtx::builder();
         builder
             .stdout(LogPipe::new(
                 runtime.clone(),
-                module.clone(),
+                shared.clone(),
                 LogLevel::Info,
             ))
-            .stderr(LogPipe::new(runtime.clone(), module, LogLevel::Warn))
+            .stderr(LogPipe::new(
+                runtime.clone(),
+                shared.clone(),
+                LogLevel::Warn,
+            ))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -143,12 +146,10 @@ impl SandboxState {
         }
     }
 
-    fn module(&self) -> &str {
-        self.shared.id()
-    }
-
+    /// Log a line the driver caused (its own, or a denial of its request), within the
+    /// module's log budget.
     fn log(&self, level: LogLevel, message: &str) {
-        emit_log(&self.runtime, self.module(), level, message);
+        self.shared.driver_log(&self.runtime, level, message);
     }
 
     fn deny(&self, reason: String) -> WitError {

@@ -8,24 +8,75 @@ use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
+use tokio::time::Instant;
+
+use super::module::ModuleShared;
 use super::{LogLevel, RuntimeEvent, RuntimeInner};
 
 /// Longest log line kept; the rest of a longer line is cut.
 pub const MAX_LINE: usize = 4096;
+/// Log lines a module may write per second, on average…
+pub const LOG_LINES_PER_SECOND: f64 = 100.0;
+/// …and in one burst. Lines beyond are dropped and counted, so a driver cannot flood
+/// the host's log.
+pub const LOG_BURST: f64 = 200.0;
+
+/// A token bucket over one module's log lines.
+#[derive(Debug)]
+pub(crate) struct LogBudget {
+    tokens: f64,
+    refilled: Instant,
+    dropped: u64,
+}
+
+/// Whether a line may be written, and how many were dropped before it.
+pub(crate) enum Admit {
+    Write { dropped_before: u64 },
+    Drop,
+}
+
+impl LogBudget {
+    pub(crate) fn new() -> Self {
+        LogBudget {
+            tokens: LOG_BURST,
+            refilled: Instant::now(),
+            dropped: 0,
+        }
+    }
+
+    pub(crate) fn admit(&mut self, now: Instant) -> Admit {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * LOG_LINES_PER_SECOND).min(LOG_BURST);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Admit::Write {
+                dropped_before: std::mem::take(&mut self.dropped),
+            }
+        } else {
+            self.dropped += 1;
+            Admit::Drop
+        }
+    }
+}
 
 /// Where a module's stdout or stderr goes.
 #[derive(Clone)]
 pub(crate) struct LogPipe {
     runtime: Arc<RuntimeInner>,
-    module: Arc<str>,
+    shared: Arc<ModuleShared>,
     level: LogLevel,
 }
 
 impl LogPipe {
-    pub(crate) fn new(runtime: Arc<RuntimeInner>, module: Arc<str>, level: LogLevel) -> Self {
+    pub(crate) fn new(
+        runtime: Arc<RuntimeInner>,
+        shared: Arc<ModuleShared>,
+        level: LogLevel,
+    ) -> Self {
         LogPipe {
             runtime,
-            module,
+            shared,
             level,
         }
     }
@@ -98,12 +149,9 @@ impl LineWriter {
     fn flush_line(&mut self) {
         let line = String::from_utf8_lossy(&self.partial).into_owned();
         self.partial.clear();
-        emit_log(
-            &self.pipe.runtime,
-            &self.pipe.module,
-            self.pipe.level,
-            &line,
-        );
+        self.pipe
+            .shared
+            .driver_log(&self.pipe.runtime, self.pipe.level, &line);
     }
 }
 
@@ -151,5 +199,26 @@ impl tokio::io::AsyncWrite for LineWriter {
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn log_budget_drops_and_counts_a_flood() {
+        let mut budget = LogBudget::new();
+        let start = Instant::now();
+        let written = (0..1000)
+            .filter(|_| matches!(budget.admit(start), Admit::Write { .. }))
+            .count();
+        assert_eq!(written, LOG_BURST as usize);
+        // A second later, 100 more lines are allowed, and the first says how many were lost.
+        match budget.admit(start + Duration::from_secs(1)) {
+            Admit::Write { dropped_before } => assert_eq!(dropped_before, 800),
+            Admit::Drop => panic!("budget did not refill"),
+        }
     }
 }
