@@ -86,25 +86,20 @@ pub struct Simulator {
 
 impl Simulator {
     /// Start `command` and wait until it accepts TCP connections on `addr`.
-    pub fn start_tcp(mut command: Command, addr: SocketAddr) -> Simulator {
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
-        let mut simulator = Simulator { child, addr };
+    pub fn start_tcp(command: Command, addr: SocketAddr) -> Simulator {
+        let description = format!("{command:?}");
+        let mut simulator = Simulator::spawn(command, addr);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
                 return simulator;
             }
             if let Ok(Some(status)) = simulator.child.try_wait() {
-                panic!("simulator {command:?} exited early: {status}");
+                panic!("simulator {description} exited early: {status}");
             }
             assert!(
                 Instant::now() < deadline,
-                "simulator {command:?} did not listen on {addr}"
+                "simulator {description} did not listen on {addr}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -155,8 +155,14 @@ fn load(runtime: &Runtime, bytes: &[u8], counts: &Counts) -> anyhow::Result<Arc<
     if driver.cache != CacheOutcome::Compiled {
         bail!("the first load of a fresh cache was {:?}", driver.cache);
     }
+    let cached_kib = std::fs::read_dir(&runtime.config().cache_dir)
+        .context("listing the cache")?
+        .filter_map(|entry| entry.ok()?.metadata().ok())
+        .map(|metadata| metadata.len())
+        .sum::<u64>()
+        / 1024;
     println!(
-        "load driver, cold (inspect + compile + store + load): {}",
+        "load driver, cold (inspect + compile + store + load): {} ({cached_kib} KiB precompiled)",
         fmt(cold)
     );
 
@@ -499,16 +505,20 @@ fn print_resident_mappings() -> anyhow::Result<()> {
             "linear memories: pages below the data (guest stack)"
         } else if anon_rw && image(before) {
             "linear memories: pages above the data (guest heap)"
-        } else if anon_rw && before.is_some_and(|b| b.size_kib == 4 && b.perms.starts_with("---")) {
-            "fiber stacks (pooled async stacks) and thread stacks"
         } else if anon_rw && m.size_kib >= 1 << 20 {
-            "other pool regions >= 1 GiB (tables)"
+            // The kernel merges an adjacent malloc arena into this mapping at times.
+            "table pool (>= 1 GiB, may include an adjacent malloc arena)"
+        } else if anon_rw
+            && m.size_kib <= 2 << 10
+            && before.is_some_and(|b| b.size_kib == 4 && b.perms.starts_with("---"))
+        {
+            "fiber stacks (pooled async stacks) and thread stacks"
         } else if m.name == "[heap]" || anon_rw {
             "malloc heap and other anonymous (host state, stores, instances)"
         } else if m.name.starts_with('/') {
             "file-backed (binary, libraries, .cwasm)"
         } else {
-            "other"
+            "other (guard pages, reservations)"
         };
         let entry = roles.entry(role).or_default();
         entry.0 += 1;
