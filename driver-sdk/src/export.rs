@@ -65,6 +65,8 @@ pub trait Functions {
 thread_local! {
     /// The one driver instance of this component, created on first use.
     static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+    /// Whether `init` has run once.
+    static INITIALISED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn with_driver<D: Driver, R>(f: impl FnOnce(&mut D) -> R) -> R {
@@ -89,11 +91,23 @@ pub mod glue {
     use super::*;
     use crate::wit::types::Error as WitError;
 
-    /// `init` export.
+    /// `init` export. Settings the driver cannot read are refused; if the driver has not
+    /// been initialised yet, it is initialised with its own default settings first, so
+    /// its tokenizer, timers and subscriptions are in place all the same.
     pub fn init<D: Driver>(settings: String) -> Result<(), WitError> {
-        let settings: D::Settings = serde_json::from_str(&settings)
-            .map_err(|e| Error::InvalidArguments(format!("settings: {e}")))?;
-        with_driver::<D, _>(|driver| driver.init(settings)).map_err(Into::into)
+        let refused = match serde_json::from_str::<D::Settings>(&settings) {
+            Ok(settings) => {
+                INITIALISED.with(|done| done.set(true));
+                return with_driver::<D, _>(|driver| driver.init(settings)).map_err(Into::into);
+            }
+            Err(e) => Error::InvalidArguments(format!("settings: {e}")),
+        };
+        if !INITIALISED.with(|done| done.replace(true))
+            && let Ok(defaults) = serde_json::from_str::<D::Settings>(D::INFO.default_settings)
+        {
+            let _ = with_driver::<D, _>(|driver| driver.init(defaults));
+        }
+        Err(refused.into())
     }
 
     /// `exec` export.

@@ -68,10 +68,14 @@ pub mod system;
 pub mod timers;
 pub mod transport;
 
+#[cfg(test)]
+mod tests;
+
 pub use error::{Error, Result};
 pub use export::{Driver, Functions};
 pub use metadata::{DriverInfo, TransportKind};
 pub use schema::Schema;
+pub use settings::NoSettings;
 pub use warden_driver_sdk_macros::{Schema, functions};
 
 /// The version of the `warden:driver` WIT package this SDK builds drivers against.
@@ -80,13 +84,19 @@ pub const WIT_VERSION: &str = "0.1.0";
 /// The name of the custom section that carries a driver's metadata.
 pub const METADATA_SECTION: &str = "warden:driver/metadata";
 
+/// A driver's metadata document as JSON text, exactly as `export_driver!` embeds it — for
+/// a driver's own tests (`cargo test` on the host).
+pub fn metadata_json<D: Driver + Functions>() -> String {
+    schema::render(&<D as metadata::Metadata>::METADATA).unwrap_or_default()
+}
+
 /// Everything a driver usually needs, in one `use`.
 pub mod prelude {
     pub use crate::system::Subscription;
     pub use crate::transport::Tokenizer;
     pub use crate::{
-        Driver, DriverInfo, Error, Result, Schema, TransportKind, export_driver, functions, log,
-        settings, status, system, timers, transport,
+        Driver, DriverInfo, Error, NoSettings, Result, Schema, TransportKind, export_driver,
+        functions, log, settings, status, system, timers, transport,
     };
     pub use serde::{Deserialize, Serialize};
     pub use serde_json::{Value, json};

@@ -1,7 +1,6 @@
-//! Log lines, tagged by the host with the module's id.
-//!
-//! Use the functions, or the `format!`-style macros re-exported in the prelude as
-//! [`info`], [`warn`] and friends.
+//! Log lines, tagged by the host with the module's id. Anything the driver prints to
+//! stdout (info) or stderr (warning) becomes a log line too. The host keeps at most about
+//! 100 lines a second per module and says how many it dropped.
 
 use crate::wit::log::{Level, write};
 

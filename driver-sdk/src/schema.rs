@@ -185,6 +185,23 @@ pub const fn to_json<const N: usize>(node: &Node) -> [u8; N] {
     out
 }
 
+/// Largest document [`render`] produces (the host refuses larger metadata anyway).
+pub const MAX_RENDERED: usize = 1 << 20;
+
+/// `node` as JSON text, at run time — for tests of a driver's metadata and schemas. The
+/// same `const fn`s as the compile-time path write it, so both agree byte for byte.
+/// `None` when the document is larger than [`MAX_RENDERED`].
+pub fn render(node: &Node) -> Option<String> {
+    let len = json_len(node);
+    if len > MAX_RENDERED {
+        return None;
+    }
+    let mut buffer: Box<[u8; MAX_RENDERED]> =
+        vec![0u8; MAX_RENDERED].into_boxed_slice().try_into().ok()?;
+    let end = write(node, &mut buffer, 0);
+    String::from_utf8(buffer.get(..end)?.to_vec()).ok()
+}
+
 const fn escaped_len(byte: u8) -> usize {
     match byte {
         b'"' | b'\\' | b'\n' | b'\r' | b'\t' => 2,
@@ -317,13 +334,7 @@ mod tests {
     use super::*;
 
     fn render(node: Node) -> String {
-        // Serialising at run time through the same functions keeps the test simple.
-        let len = json_len(&node);
-        let mut out = vec![0u8; len];
-        let mut buf = [0u8; 4096];
-        let end = write(&node, &mut buf, 0);
-        out.copy_from_slice(&buf[..end]);
-        String::from_utf8(out).unwrap()
+        super::render(&node).unwrap()
     }
 
     #[test]

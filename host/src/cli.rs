@@ -211,23 +211,15 @@ fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
             .param_names()
             .iter()
             .map(|name| {
-                let ty = function
+                let schema = function
                     .params
                     .get("properties")
-                    .and_then(|properties| properties.get(name))
-                    .and_then(|schema| schema.get("type"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("any")
-                    .to_string();
-                format!("{name}: {ty}")
+                    .and_then(|properties| properties.get(name));
+                format!("{name}: {}", schema.map_or("any".to_string(), type_name))
             })
             .collect::<Vec<_>>()
             .join(", ");
-        let returns = function
-            .returns
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("any");
+        let returns = type_name(&function.returns);
         println!(
             "    {}({params}) -> {returns}  [{}]",
             function.name,
@@ -242,6 +234,33 @@ fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     println!("  default settings");
     println!("    {}", m.default_settings);
     Ok(ExitCode::SUCCESS)
+}
+
+/// A short type name for a JSON Schema: `integer`, `string?` (optional), `"a"|"b"` (enum).
+fn type_name(schema: &Value) -> String {
+    if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+        return values
+            .iter()
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+            .join("|");
+    }
+    if let Some(ty) = schema.get("type").and_then(Value::as_str) {
+        return match (ty, schema.get("items")) {
+            ("array", Some(items)) => format!("[{}]", type_name(items)),
+            _ => ty.to_string(),
+        };
+    }
+    if let Some(options) = schema.get("anyOf").and_then(Value::as_array) {
+        let non_null: Vec<String> = options
+            .iter()
+            .filter(|option| option.get("type").and_then(Value::as_str) != Some("null"))
+            .map(type_name)
+            .collect();
+        let optional = non_null.len() < options.len();
+        return format!("{}{}", non_null.join("|"), if optional { "?" } else { "" });
+    }
+    "any".to_string()
 }
 
 fn run(args: &RunArgs, cache_dir: PathBuf) -> anyhow::Result<ExitCode> {
@@ -282,8 +301,14 @@ fn run(args: &RunArgs, cache_dir: PathBuf) -> anyhow::Result<ExitCode> {
         module_config.limits.exec_timeout = timeout;
         module_config.limits.memory_bytes = args.memory_mib.saturating_mul(1 << 20);
         module_config.limits.cpu_per_call = Duration::from_millis(args.cpu_ms_per_call);
+        // Subscribe before the module starts, so its first log lines are shown too.
+        let events = runtime.events();
         let module = runtime.start_module(module_config)?;
-        let printer = tokio::spawn(print_events(runtime.events(), module.subscribe()));
+        let status = module.subscribe();
+        for (key, value) in module.status_snapshot() {
+            eprintln!("status {key} = {value}");
+        }
+        let printer = tokio::spawn(print_events(events, status));
 
         let connect_deadline = Instant::now() + Duration::from_millis(args.connect_timeout_ms);
         let ready = wait_ready(
@@ -391,5 +416,29 @@ async fn print_events(
                 Err(_) => break,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::type_name;
+    use serde_json::json;
+
+    #[test]
+    fn schema_type_names() {
+        assert_eq!(type_name(&json!({"type": "integer"})), "integer");
+        assert_eq!(
+            type_name(&json!({"anyOf": [{"type": "boolean"}, {"type": "null"}]})),
+            "boolean?"
+        );
+        assert_eq!(
+            type_name(&json!({"type": "array", "items": {"type": "string"}})),
+            "[string]"
+        );
+        assert_eq!(
+            type_name(&json!({"type": "string", "enum": ["a", "b"]})),
+            r#""a"|"b""#
+        );
+        assert_eq!(type_name(&json!({})), "any");
     }
 }

@@ -560,3 +560,26 @@ fn every_driver_is_inspectable_from_the_cli() {
         assert!(text.stdout.contains("digest     sha256:"), "{name}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_greeting_sent_on_connect_is_split_with_the_tokenizer_from_init() {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _device = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut socket, _)) = listener.accept().await {
+            // Greets at once, before the driver could ask for anything.
+            let _ = socket.write_all(b"HELLO\nREADY\n").await;
+            held.push(socket);
+        }
+    });
+    let runtime = support::runtime();
+    let driver = support::load(&runtime, guests::ECHO);
+    let mut config = ModuleConfig::new("greeted", driver);
+    config.endpoint = Some(addr.to_string().parse().unwrap());
+    let module = support::start(&runtime, config).await;
+    // Two messages, split on the delimiter the driver chose in `init`.
+    support::wait_status(&module, "last_received", &json!("READY")).await;
+    runtime.shutdown().await;
+}

@@ -340,3 +340,39 @@ async fn a_log_flood_is_capped_and_counted() {
     .await;
     runtime.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_in_host_calls_is_not_cpu_time() {
+    let runtime = support::runtime();
+    let hostile = support::load(&runtime, guests::HOSTILE);
+    let mut config = ModuleConfig::new("napper", hostile);
+    config.limits = support::tight_limits();
+    let module = support::start(&runtime, config).await;
+    // 600 ms asleep in a WASI clock wait, with a CPU limit of 200 ms per call.
+    let slept = module
+        .exec("nap", json!([600]), ExecOptions::default())
+        .await
+        .expect("sleeping is waiting, not computing");
+    assert_eq!(slept, json!(600));
+    assert!(matches!(module.state(), ModuleState::Running));
+
+    // 600 ms waiting for a slow device in `transport.request`, whose reply (a list) the
+    // host hands back through the guest's allocator: still not CPU time.
+    let peer = LinePeer::start(PeerBehaviour {
+        delay: Duration::from_millis(600),
+        close_after_reply: false,
+    })
+    .await;
+    let echo = support::load(&runtime, guests::ECHO);
+    let mut config = ModuleConfig::new("patient", echo);
+    config.endpoint = Some(peer.endpoint());
+    config.limits = support::tight_limits();
+    let module = support::start(&runtime, config).await;
+    support::wait_status(&module, "connected", &json!(true)).await;
+    let reply = module
+        .exec("ask", json!(["slowly", 5000]), ExecOptions::default())
+        .await
+        .expect("waiting for a device is not computing");
+    assert_eq!(reply, json!("you said slowly"));
+    runtime.shutdown().await;
+}

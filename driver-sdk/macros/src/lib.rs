@@ -5,6 +5,7 @@
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
 use quote::{format_ident, quote};
+use syn::ext::IdentExt;
 use syn::{
     Attribute, Data, DeriveInput, Expr, Fields, FnArg, GenericArgument, ImplItem, ItemImpl, Lit,
     Meta, Pat, PathArguments, ReturnType, Type, Visibility, parse_macro_input, spanned::Spanned,
@@ -140,7 +141,9 @@ fn parse_function(method: &syn::ImplItemFn, level: Option<String>) -> syn::Resul
                 "parameters of driver functions must be plain names; they become argument names",
             ));
         };
-        params.push((pat.ident.clone(), (*typed.ty).clone()));
+        // `r#type` is the argument `type`.
+        let name = syn::Ident::new(&pat.ident.unraw().to_string(), pat.ident.span());
+        params.push((name, (*typed.ty).clone()));
     }
     let (returns, returns_result) = match &sig.output {
         ReturnType::Default => (syn::parse_quote!(()), false),
@@ -456,6 +459,11 @@ impl SerdeAttrs {
                     parsed.default = true;
                 } else if meta.path.is_ident("skip") || meta.path.is_ident("skip_deserializing") {
                     parsed.skip = true;
+                } else if meta.path.is_ident("flatten") || meta.path.is_ident("untagged") {
+                    return Err(meta.error(
+                        "Schema cannot describe #[serde(flatten)] or #[serde(untagged)]; \
+                         spell the fields out or implement Schema by hand",
+                    ));
                 } else if meta.input.peek(syn::Token![=]) {
                     // Other serde options do not change the schema; consume their value.
                     let _ = meta.value()?.parse::<Expr>()?;

@@ -24,7 +24,9 @@ impl Default for RoomSettings {
 #[derive(Default)]
 struct RoomLogic {
     settings: RoomSettings,
-    watching: Option<Subscription>,
+    /// The subscriptions to the projector's `power` and `connected`.
+    power: Option<Subscription>,
+    online: Option<Subscription>,
 }
 
 impl Driver for RoomLogic {
@@ -41,25 +43,25 @@ impl Driver for RoomLogic {
     };
 
     fn init(&mut self, settings: RoomSettings) -> Result<()> {
-        if let Some(previous) = self.watching.take() {
+        // Settings changed: drop the old subscriptions before watching again.
+        for previous in [self.power.take(), self.online.take()].into_iter().flatten() {
             system::unsubscribe(previous);
         }
         self.settings = settings;
-        // Watch the projector's power and connection; `notify` mirrors them.
-        let power = system::subscribe(&self.settings.projector, "power")?;
-        let online = system::subscribe(&self.settings.projector, "connected")?;
-        self.watching = Some(power);
         status::set("projector", &self.settings.projector)?;
-        // The second subscription is told apart in `notify` by not being `power`.
-        let _ = online;
+        // Watch the projector's power and connection; `notify` mirrors them.
+        self.power = Some(system::subscribe(&self.settings.projector, "power")?);
+        self.online = Some(system::subscribe(&self.settings.projector, "connected")?);
         Ok(())
     }
 
     fn notify(&mut self, subscription: Subscription, value: Value) {
-        let key = if Some(subscription) == self.watching {
+        let key = if Some(subscription) == self.power {
             "power"
-        } else {
+        } else if Some(subscription) == self.online {
             "projector_online"
+        } else {
+            return;
         };
         let _ = status::set(key, &value);
     }

@@ -11,4 +11,4 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use warden::driver::types::Error as WitError;
+pub use self::warden::driver::types::Error as WitError;

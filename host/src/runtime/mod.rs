@@ -27,7 +27,7 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
 use crate::capability::Endpoint;
-use crate::component::{self, DriverMetadata, Inspection};
+use crate::component::{self, DriverMetadata, Inspection, TransportKind};
 use crate::transport::ConnectionOptions;
 
 pub use cache::{CacheOutcome, ComponentCache};
@@ -202,6 +202,9 @@ pub enum StartError {
     /// Settings must be a JSON object.
     #[error("module settings must be a JSON object")]
     SettingsNotObject,
+    /// The driver needs a transport this host does not provide yet.
+    #[error("driver `{0}` needs a {1} transport, which this version of Warden does not provide")]
+    UnsupportedTransport(String, &'static str),
     /// No room for another module.
     #[error("the runtime already runs its maximum of {0} modules")]
     Full(u32),
@@ -445,6 +448,19 @@ impl Runtime {
     /// Start a module. It runs until [`ModuleHandle::stop`]; crashes restart it.
     pub fn start_module(&self, config: ModuleConfig) -> Result<ModuleHandle, StartError> {
         let metadata = config.driver.metadata();
+        // Fail closed: a TLS, UDP or HTTP driver must not get a plain TCP connection.
+        let unsupported = match metadata.transport {
+            TransportKind::Tcp | TransportKind::Logic => None,
+            TransportKind::Tls => Some("TLS"),
+            TransportKind::Udp => Some("UDP"),
+            TransportKind::Http => Some("HTTP"),
+        };
+        if let Some(kind) = unsupported {
+            return Err(StartError::UnsupportedTransport(
+                metadata.name.clone(),
+                kind,
+            ));
+        }
         if metadata.transport.needs_endpoint() && config.endpoint.is_none() {
             return Err(StartError::MissingEndpoint(metadata.name.clone()));
         }

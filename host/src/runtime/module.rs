@@ -470,39 +470,38 @@ impl Sandbox {
             members,
         ));
         let (transport_tx, transport_rx) = mpsc::channel(256);
-        let connection = match (
+        // The connection opens after `init`, so the tokenizer the driver chooses there
+        // splits the very first bytes the device sends.
+        let endpoint = match (
             &config.endpoint,
             config.driver.metadata().transport.needs_endpoint(),
         ) {
-            (Some(endpoint), true) => Some(Connection::spawn(
-                endpoint.clone(),
-                grant.clone(),
-                config.connection.clone(),
-                transport_tx,
-            )),
+            (Some(endpoint), true) => Some(endpoint.clone()),
             _ => None,
         };
+        let has_endpoint = endpoint.is_some();
         let (guest_tx, guest_rx) = mpsc::channel(256);
         let settings = merge_settings(&config.driver.metadata().default_settings, &config.settings);
         let settings_json = settings.to_string();
         let state = SandboxState::new(
             runtime.clone(),
             shared.clone(),
-            grant,
+            grant.clone(),
             settings_json.clone(),
-            connection,
+            has_endpoint,
+            config.connection.max_message,
             transport_rx,
             guest_tx,
         );
         let mut store = Store::new(&runtime.engine, state);
         store.limiter(|state| &mut state.limits);
+        store.call_hook(|mut context, hook| {
+            context.data_mut().clock.hook(hook);
+            Ok(())
+        });
         store.epoch_deadline_callback(|context| {
             let state = context.data();
-            let used = state
-                .clock
-                .started
-                .elapsed()
-                .saturating_sub(state.clock.host_wait);
+            let used = state.clock.guest_time();
             if used >= state.cpu_limit {
                 Err(CpuDeadline(state.cpu_limit).into())
             } else {
@@ -513,11 +512,7 @@ impl Sandbox {
         });
         let hook_timeout = shared.limits.hook_timeout;
         let cpu = shared.limits.cpu_per_call;
-        store.data_mut().clock = CallClock {
-            started: Instant::now(),
-            host_wait: Duration::ZERO,
-            deadline: Instant::now() + hook_timeout,
-        };
+        store.data_mut().clock = CallClock::new(Instant::now(), Instant::now() + hook_timeout);
         store.set_epoch_deadline(epoch_ticks(cpu));
         let world = match tokio::time::timeout(
             hook_timeout,
@@ -536,9 +531,14 @@ impl Sandbox {
         };
         // A failed `init` is logged and leaves the module running, as the WIT says.
         let _init = sandbox.init(runtime, shared, &settings_json).await?;
-        if !config.driver.metadata().transport.needs_endpoint() {
+        match endpoint {
+            Some(endpoint) => {
+                let connection =
+                    Connection::spawn(endpoint, grant, config.connection.clone(), transport_tx);
+                sandbox.store.data_mut().attach(connection);
+            }
             // A logic module is online while it runs.
-            shared.set_connected(runtime, true);
+            None => shared.set_connected(runtime, true),
         }
         Ok(sandbox)
     }
@@ -547,11 +547,7 @@ impl Sandbox {
     fn arm(&mut self, timeout: Duration) {
         let now = Instant::now();
         let cpu = self.store.data().cpu_limit;
-        self.store.data_mut().clock = CallClock {
-            started: now,
-            host_wait: Duration::ZERO,
-            deadline: now + timeout,
-        };
+        self.store.data_mut().clock = CallClock::new(now, now + timeout);
         self.store.set_epoch_deadline(epoch_ticks(cpu));
     }
 

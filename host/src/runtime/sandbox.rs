@@ -52,15 +52,71 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Time accounting of the call in progress, for the CPU deadline: time spent blocked in
-/// host calls does not count against the driver.
+/// Time accounting of the call in progress, for the CPU deadline: time spent in host
+/// calls (any import, WASI included, measured by the store's call hook) does not count
+/// against the driver. Host and guest frames nest (a host function returning a list calls
+/// the guest's allocator), so the hook keeps a small stack of which side each frame is on
+/// and charges time to the side on top.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CallClock {
     pub(crate) started: Instant,
     pub(crate) host_wait: Duration,
+    /// When the host frame now on top of the stack was entered, if the top is the host's.
+    in_host_since: Option<Instant>,
+    /// One bit per frame, 1 for the host's, least significant on top.
+    frames: u64,
+    depth: u32,
     /// Host calls clamp their own waits to this, so the driver sees a `timeout` error
     /// rather than being killed by the wall-clock limit.
     pub(crate) deadline: Instant,
+}
+
+impl CallClock {
+    pub(crate) fn new(started: Instant, deadline: Instant) -> Self {
+        CallClock {
+            started,
+            host_wait: Duration::ZERO,
+            in_host_since: None,
+            frames: 0,
+            depth: 0,
+            deadline,
+        }
+    }
+
+    /// Guest time used by the call so far: wall time minus time spent in the host.
+    pub(crate) fn guest_time(&self) -> Duration {
+        let in_host_now = self
+            .in_host_since
+            .map_or(Duration::ZERO, |since| since.elapsed());
+        self.started
+            .elapsed()
+            .saturating_sub(self.host_wait + in_host_now)
+    }
+
+    /// The store's call hook.
+    pub(crate) fn hook(&mut self, hook: wasmtime::CallHook) {
+        let now = Instant::now();
+        if let Some(since) = self.in_host_since.take() {
+            self.host_wait += now.saturating_duration_since(since);
+        }
+        match hook {
+            wasmtime::CallHook::CallingHost => self.push(true),
+            wasmtime::CallHook::CallingWasm => self.push(false),
+            wasmtime::CallHook::ReturningFromHost | wasmtime::CallHook::ReturningFromWasm => {
+                self.frames >>= 1;
+                self.depth = self.depth.saturating_sub(1);
+            }
+        }
+        if self.depth > 0 && self.frames & 1 == 1 {
+            self.in_host_since = Some(now);
+        }
+    }
+
+    fn push(&mut self, host: bool) {
+        // Deeper than 64 frames the oldest are forgotten; the top is what counts.
+        self.frames = (self.frames << 1) | u64::from(host);
+        self.depth = self.depth.saturating_add(1);
+    }
 }
 
 /// The data of one module's store.
@@ -72,7 +128,13 @@ pub(crate) struct SandboxState {
     pub(crate) shared: Arc<ModuleShared>,
     pub(crate) grant: Arc<Grant>,
     pub(crate) settings_json: String,
+    /// The device connection; opened after the first `init`.
     pub(crate) connection: Option<Connection>,
+    /// Whether the module has a device endpoint (its connection may not be open yet).
+    has_endpoint: bool,
+    /// A tokenizer chosen before the connection opened.
+    pending_tokenizer: Option<Tokenizer>,
+    max_message: usize,
     pub(crate) transport_events: mpsc::Receiver<TransportEvent>,
     /// Transport events that arrived while a call was waiting for something else; they are
     /// delivered (in order) before newer ones.
@@ -92,7 +154,8 @@ impl SandboxState {
         shared: Arc<ModuleShared>,
         grant: Arc<Grant>,
         settings_json: String,
-        connection: Option<Connection>,
+        has_endpoint: bool,
+        max_message: usize,
         transport_events: mpsc::Receiver<TransportEvent>,
         guest_events: mpsc::Sender<GuestEvent>,
     ) -> Self {
@@ -131,18 +194,17 @@ impl SandboxState {
             shared,
             grant,
             settings_json,
-            connection,
+            connection: None,
+            has_endpoint,
+            pending_tokenizer: None,
+            max_message,
             transport_events,
             deferred: VecDeque::new(),
             guest_events,
             timers: HashMap::new(),
             subscriptions: HashMap::new(),
             next_id: 1,
-            clock: CallClock {
-                started: now,
-                host_wait: Duration::ZERO,
-                deadline: now,
-            },
+            clock: CallClock::new(now, now),
         }
     }
 
@@ -172,8 +234,21 @@ impl SandboxState {
     fn connection(&self) -> Result<&Connection, WitError> {
         match &self.connection {
             Some(connection) => Ok(connection),
+            None if self.has_endpoint => Err(WitError::NotConnected(
+                "the connection opens after init; talk to the device from `connected`".to_string(),
+            )),
             None => Err(self.deny("this module has no device connection".to_string())),
         }
+    }
+
+    /// Take over the device connection once `init` has run, applying the tokenizer the
+    /// driver chose before it opened.
+    pub(crate) fn attach(&mut self, connection: Connection) {
+        if let Some(tokenizer) = self.pending_tokenizer.take() {
+            // Validated when the driver chose it.
+            let _ = connection.set_tokenizer(tokenizer);
+        }
+        self.connection = Some(connection);
     }
 
     /// Wait for the next message before `deadline`. Connection events seen meanwhile are
@@ -230,11 +305,6 @@ impl SandboxState {
         while let Ok(event) = self.transport_events.try_recv() {
             self.deferred.push_back(event);
         }
-    }
-
-    /// Account host-call time so it does not count against the CPU deadline.
-    fn add_host_wait(&mut self, since: Instant) {
-        self.clock.host_wait += since.elapsed();
     }
 
     /// A one-shot timer fired: forget it.
@@ -404,9 +474,17 @@ impl transport::Host for SandboxState {
             },
             transport::Tokenizer::Fixed(size) => Tokenizer::Fixed(size),
         };
-        self.connection()?
-            .set_tokenizer(tokenizer)
-            .map_err(transport_error)
+        match &self.connection {
+            Some(connection) => connection.set_tokenizer(tokenizer).map_err(transport_error),
+            None if self.has_endpoint => {
+                tokenizer
+                    .validate(self.max_message)
+                    .map_err(|e| WitError::InvalidArguments(e.to_string()))?;
+                self.pending_tokenizer = Some(tokenizer);
+                Ok(())
+            }
+            None => Err(self.deny("this module has no device connection".to_string())),
+        }
     }
 
     async fn is_connected(&mut self) -> bool {
@@ -416,15 +494,12 @@ impl transport::Host for SandboxState {
     }
 
     async fn send(&mut self, data: Vec<u8>) -> Result<(), WitError> {
-        let started = Instant::now();
         let deadline = self.clock.deadline;
         let result = self.connection()?.send(data, deadline).await;
-        self.add_host_wait(started);
         result.map_err(transport_error)
     }
 
     async fn request(&mut self, data: Vec<u8>, timeout_ms: u32) -> Result<Vec<u8>, WitError> {
-        let started = Instant::now();
         let deadline = self.wait_deadline(timeout_ms);
         self.connection()?;
         self.defer_pending();
@@ -436,16 +511,13 @@ impl transport::Host for SandboxState {
             Ok(()) => self.wait_message(deadline).await,
             Err(error) => Err(transport_error(error)),
         };
-        self.add_host_wait(started);
         result
     }
 
     async fn receive(&mut self, timeout_ms: u32) -> Result<Vec<u8>, WitError> {
-        let started = Instant::now();
         let deadline = self.wait_deadline(timeout_ms);
         self.connection()?.open();
         let result = self.wait_message(deadline).await;
-        self.add_host_wait(started);
         result
     }
 
@@ -567,7 +639,6 @@ impl system::Host for SandboxState {
         function: String,
         args: String,
     ) -> Result<String, WitError> {
-        let started = Instant::now();
         let id = self.system_module(&module)?;
         let Some(target) = self.runtime.module(&id) else {
             return Err(WitError::NotConnected(format!(
@@ -585,7 +656,6 @@ impl system::Host for SandboxState {
             ..ExecOptions::default()
         };
         let result = target.exec(&function, args, options).await;
-        self.add_host_wait(started);
         result.map(|value| value.to_string()).map_err(exec_error)
     }
 }
@@ -633,4 +703,33 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<SandboxState>> 
     )?;
     DriverWorld::add_to_linker::<SandboxState, HasSelf<SandboxState>>(l, |state| state)?;
     Ok(linker)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::CallHook;
+
+    #[tokio::test(start_paused = true)]
+    async fn host_time_is_not_guest_time_even_when_frames_nest() {
+        let start = Instant::now();
+        let mut clock = CallClock::new(start, start + Duration::from_secs(60));
+        clock.hook(CallHook::CallingWasm);
+        tokio::time::advance(Duration::from_millis(10)).await; // guest
+        clock.hook(CallHook::CallingHost);
+        tokio::time::advance(Duration::from_millis(500)).await; // host waits
+        clock.hook(CallHook::CallingWasm); // the host calls the guest's allocator…
+        tokio::time::advance(Duration::from_millis(5)).await; // guest
+        clock.hook(CallHook::CallingHost); // …which calls the host
+        tokio::time::advance(Duration::from_millis(100)).await; // host
+        clock.hook(CallHook::ReturningFromHost);
+        clock.hook(CallHook::ReturningFromWasm);
+        tokio::time::advance(Duration::from_millis(200)).await; // host again
+        assert_eq!(clock.guest_time(), Duration::from_millis(15));
+        clock.hook(CallHook::ReturningFromHost);
+        tokio::time::advance(Duration::from_millis(20)).await; // guest
+        clock.hook(CallHook::ReturningFromWasm);
+        assert_eq!(clock.guest_time(), Duration::from_millis(35));
+        assert_eq!(clock.host_wait, Duration::from_millis(800));
+    }
 }

@@ -1,0 +1,157 @@
+//! The SDK's macros and metadata, checked natively.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{Driver, DriverInfo, Error, Functions, Result, Schema, TransportKind, functions};
+
+/// Lamp settings.
+#[derive(Debug, Default, Deserialize, Schema)]
+#[serde(rename_all = "camelCase")]
+struct LampSettings {
+    /// Brightness used by `on`.
+    default_level: u8,
+    #[serde(default)]
+    label: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Schema, serde::Serialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+enum Scene {
+    Bright,
+    DimEvening,
+}
+
+#[derive(Default)]
+struct Lamp {
+    level: u8,
+}
+
+impl Driver for Lamp {
+    type Settings = LampSettings;
+    const INFO: DriverInfo = DriverInfo {
+        name: "Lamp \"deluxe\"",
+        generic_name: "Lamp",
+        description: "A test lamp.\nTwo lines.",
+        version: "1.2.3",
+        transport: TransportKind::Tcp,
+        default_port: Some(7000),
+        default_settings: r#"{"defaultLevel":80}"#,
+    };
+
+    fn init(&mut self, settings: LampSettings) -> Result<()> {
+        self.level = settings.default_level;
+        if settings.label.is_some_and(|label| label.is_empty()) {
+            return Err(Error::invalid_arguments("an empty label"));
+        }
+        Ok(())
+    }
+}
+
+#[functions]
+impl Lamp {
+    /// Set the level.
+    ///
+    /// Second paragraph.
+    pub fn set(&mut self, level: u8, fade_ms: Option<u32>) -> Result<u8> {
+        let _ = fade_ms;
+        self.level = level;
+        Ok(level)
+    }
+
+    /// Recall a scene.
+    #[level(support)]
+    pub fn scene(&self, r#type: Scene) -> Scene {
+        r#type
+    }
+
+    /// Always fails.
+    #[level(admin)]
+    pub fn broken(&self) -> Result<()> {
+        Err(Error::device("bulb blown"))
+    }
+
+    fn helper(&self) -> u8 {
+        self.level
+    }
+}
+
+#[test]
+fn metadata_describes_the_driver() {
+    let metadata: Value = serde_json::from_str(&crate::metadata_json::<Lamp>()).unwrap();
+    assert_eq!(metadata["name"], "Lamp \"deluxe\"");
+    assert_eq!(metadata["description"], "A test lamp.\nTwo lines.");
+    assert_eq!(metadata["default_port"], 7000);
+    assert_eq!(metadata["transport"], "tcp");
+    assert_eq!(metadata["default_settings"], json!({"defaultLevel": 80}));
+    let settings = &metadata["settings_schema"];
+    assert_eq!(settings["description"], "Lamp settings.");
+    assert_eq!(settings["required"], json!(["defaultLevel"]));
+    assert_eq!(
+        settings["properties"]["defaultLevel"]["description"],
+        "Brightness used by `on`."
+    );
+
+    let functions = metadata["functions"].as_array().unwrap();
+    let names: Vec<&str> = functions
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["set", "scene", "broken"],
+        "private helpers are not functions"
+    );
+    let set = &functions[0];
+    assert_eq!(set["description"], "Set the level.\n\nSecond paragraph.");
+    assert_eq!(set["level"], "user");
+    assert_eq!(set["params"]["required"], json!(["level"]));
+    assert_eq!(set["params"]["x-order"], json!(["level", "fade_ms"]));
+    assert_eq!(set["params"]["properties"]["level"]["maximum"], 255);
+    assert_eq!(set["returns"]["type"], "integer");
+    let scene = &functions[1];
+    assert_eq!(scene["level"], "support");
+    assert_eq!(
+        scene["params"]["properties"]["type"]["enum"],
+        json!(["bright", "dim_evening"]),
+        "raw identifiers lose their r#"
+    );
+    assert_eq!(functions[2]["level"], "admin");
+    assert_eq!(functions[2]["returns"]["type"], "null");
+}
+
+#[test]
+fn calls_dispatch_by_name_with_positional_or_named_arguments() {
+    let mut lamp = Lamp::default();
+    assert_eq!(lamp.call("set", "[40]").unwrap(), "40");
+    assert_eq!(
+        lamp.call("set", r#"{"level": 50, "fade_ms": 10}"#).unwrap(),
+        "50"
+    );
+    assert_eq!(lamp.helper(), 50);
+    assert_eq!(
+        lamp.call("scene", r#"{"type": "dim_evening"}"#).unwrap(),
+        r#""dim_evening""#
+    );
+    assert_eq!(
+        lamp.call("broken", "[]"),
+        Err(Error::Device("bulb blown".into()))
+    );
+    assert!(matches!(
+        lamp.call("set", "[300]"),
+        Err(Error::InvalidArguments(_))
+    ));
+    assert!(matches!(
+        lamp.call("helper", "[]"),
+        Err(Error::UnknownFunction(_))
+    ));
+}
+
+#[test]
+fn no_settings_accepts_any_object() {
+    let _: crate::NoSettings = serde_json::from_str(r#"{"anything": [1, 2]}"#).unwrap();
+    assert_eq!(
+        crate::schema::render(&<crate::NoSettings as Schema>::SCHEMA).unwrap(),
+        r#"{"type":"object"}"#
+    );
+}
