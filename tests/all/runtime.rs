@@ -583,3 +583,32 @@ async fn a_greeting_sent_on_connect_is_split_with_the_tokenizer_from_init() {
     support::wait_status(&module, "last_received", &json!("READY")).await;
     runtime.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_refused_at_start_leave_the_driver_on_its_defaults() {
+    let runtime = support::runtime();
+    let peer = LinePeer::start(PeerBehaviour::default()).await;
+    let driver = support::load(&runtime, guests::ECHO);
+    let mut config = ModuleConfig::new("refused", driver);
+    config.endpoint = Some(peer.endpoint());
+    config.settings = json!({"greeting": 42});
+    let module = support::start(&runtime, config).await;
+    assert!(
+        module
+            .init_error()
+            .is_some_and(|e| e.kind == "invalid-arguments")
+    );
+    // `init` ran with the driver's defaults: its status and its tokenizer are in place.
+    assert_eq!(module.status("greeting"), Some(json!("hello")));
+    support::wait_status(&module, "connected", &json!(true)).await;
+    let reply = module
+        .exec("ask", json!(["split?"]), ExecOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        reply,
+        json!("you said split?"),
+        "the reply was split on its newline"
+    );
+    runtime.shutdown().await;
+}
