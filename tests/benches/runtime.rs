@@ -55,8 +55,17 @@ const QUICK: Counts = Counts {
 const MAX_MODULES: u32 = 10_050;
 
 fn main() -> anyhow::Result<()> {
-    // `cargo bench` passes `--bench`; everything but `--quick` is ignored.
-    let quick = std::env::args().any(|arg| arg == "--quick");
+    // `cargo bench` passes `--bench`; everything but `--quick` and `--workers N` is
+    // ignored. The targets are for 2 workers; other counts are for analysis only.
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|arg| arg == "--quick");
+    let workers = match args.iter().position(|arg| arg == "--workers") {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|n| n.parse().ok())
+            .context("--workers needs a number")?,
+        None => 2,
+    };
     let counts = if quick { &QUICK } else { &FULL };
     let cache_dir = std::env::temp_dir().join(format!(
         "warden-bench-{}-{}",
@@ -67,20 +76,20 @@ fn main() -> anyhow::Result<()> {
             .unwrap_or_default()
     ));
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()
         .context("building the tokio runtime")?;
-    let result = runtime.block_on(run(counts, &cache_dir));
+    let result = runtime.block_on(run(counts, &cache_dir, workers));
     let _ = std::fs::remove_dir_all(&cache_dir);
     result
 }
 
-async fn run(counts: &Counts, cache_dir: &std::path::Path) -> anyhow::Result<()> {
+async fn run(counts: &Counts, cache_dir: &std::path::Path, workers: usize) -> anyhow::Result<()> {
     let bytes = std::fs::read(warden_tests::guests::BENCH_LOGIC)
         .with_context(|| format!("reading {}", warden_tests::guests::BENCH_LOGIC))?;
     println!(
-        "warden runtime benchmark: bench_logic.wasm ({} KiB), tokio multi-thread with 2 workers, {} CPUs online",
+        "warden runtime benchmark: bench_logic.wasm ({} KiB), tokio multi-thread with {workers} worker(s), {} CPUs online",
         bytes.len() / 1024,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
