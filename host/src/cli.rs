@@ -287,7 +287,6 @@ fn run(args: &RunArgs, cache_dir: PathBuf) -> anyhow::Result<ExitCode> {
         let mut config = RuntimeConfig::new(cache_dir);
         config.limits.memory_bytes = args.memory_mib.saturating_mul(1 << 20);
         config.max_modules = 4;
-        config.max_calls_in_flight = 16;
         let runtime = Runtime::new(config).context("starting the runtime")?;
         let driver = runtime.load_driver_file(&args.file)?;
         let mut module_config = ModuleConfig::new("cli", driver.clone());

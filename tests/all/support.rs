@@ -18,7 +18,6 @@ use warden::runtime::{
 pub fn runtime() -> Runtime {
     let mut config = RuntimeConfig::new(warden_tests::cache_dir());
     config.max_modules = 64;
-    config.max_calls_in_flight = 64;
     Runtime::new(config).expect("runtime")
 }
 

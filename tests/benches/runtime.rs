@@ -1,6 +1,8 @@
 //! Runtime benchmark: the figures of DESIGN.md's "Performance targets" that the runtime
 //! alone decides — load a driver from the component cache, start a module, exec through
-//! the module's queue, and resident memory per idle module.
+//! the module's queue, and resident memory per idle module — and whether 10,000 modules
+//! fit in one process: started once, after churn, and with the default configuration.
+//! Results and their analysis: docs/performance.md.
 //!
 //! `cargo bench -p warden-tests --bench runtime` (add `-- --quick` for smaller counts).
 //! It prints one labelled line per figure with PASS/MISS against the target; it never
@@ -27,6 +29,7 @@ struct Counts {
     throughput_callers: usize,
     throughput_run: Duration,
     memory_steps: &'static [usize],
+    churn_rounds: usize,
 }
 
 const FULL: Counts = Counts {
@@ -38,6 +41,7 @@ const FULL: Counts = Counts {
     throughput_callers: 256,
     throughput_run: Duration::from_secs(3),
     memory_steps: &[1_000, 10_000],
+    churn_rounds: 6,
 };
 
 const QUICK: Counts = Counts {
@@ -49,6 +53,7 @@ const QUICK: Counts = Counts {
     throughput_callers: 256,
     throughput_run: Duration::from_secs(1),
     memory_steps: &[1_000, 10_000],
+    churn_rounds: 3,
 };
 
 /// Room for the largest memory step plus the modules of the other phases.
@@ -80,7 +85,13 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("building the tokio runtime")?;
-    let result = runtime.block_on(run(counts, &cache_dir, workers));
+    // Measure from a task on the runtime's workers, as the host's API handlers would call,
+    // not from the thread that blocks on the runtime.
+    let dir = cache_dir.clone();
+    let result = runtime
+        .block_on(runtime.spawn(async move { run(counts, &dir, workers).await }))
+        .context("the benchmark task panicked")
+        .and_then(|result| result);
     let _ = std::fs::remove_dir_all(&cache_dir);
     result
 }
@@ -95,14 +106,10 @@ async fn run(counts: &Counts, cache_dir: &std::path::Path, workers: usize) -> an
     );
     let mut config = RuntimeConfig::new(cache_dir);
     config.max_modules = MAX_MODULES;
-    // wasmtime 48 keeps the last fiber stack of a store cached in the store until the
-    // store is dropped, so every live module holds one pooled async stack: the pool must
-    // have one per module (see `default_config_capacity` for what the default does).
-    config.max_calls_in_flight = MAX_MODULES;
     let idle_rss = rss_kib()?;
     let runtime = Runtime::new(config).context("creating the runtime")?;
     println!(
-        "runtime created (max_modules {MAX_MODULES}, max_calls_in_flight {MAX_MODULES}): VmRSS {} -> {} KiB, {} mappings",
+        "runtime created (max_modules {MAX_MODULES}): VmRSS {} -> {} KiB, {} mappings",
         idle_rss,
         rss_kib()?,
         map_count()?
@@ -114,6 +121,8 @@ async fn run(counts: &Counts, cache_dir: &std::path::Path, workers: usize) -> an
     start(&runtime, &driver, counts).await?;
     exec_latency(&runtime, &driver, counts).await?;
     exec_throughput(&runtime, &driver, counts).await?;
+    // Last on this runtime: it may exhaust the process's memory mappings.
+    churn(&runtime, &driver, counts).await?;
     runtime.shutdown().await;
     drop(driver);
     drop(runtime);
@@ -124,7 +133,7 @@ async fn run(counts: &Counts, cache_dir: &std::path::Path, workers: usize) -> an
 /// directory) can run at once, up to its own `max_modules`.
 async fn default_config_capacity(cache_dir: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     let config = RuntimeConfig::new(cache_dir);
-    let (max_modules, max_calls) = (config.max_modules, config.max_calls_in_flight);
+    let max_modules = config.max_modules;
     let runtime = Runtime::new(config).context("creating the default runtime")?;
     let driver = runtime.load_driver(bytes)?;
     let mut alive = 0usize;
@@ -146,7 +155,7 @@ async fn default_config_capacity(cache_dir: &std::path::Path, bytes: &[u8]) -> a
         }
     }
     println!(
-        "default RuntimeConfig (max_modules {max_modules}, max_calls_in_flight {max_calls}): {alive} modules running{} {}",
+        "default RuntimeConfig (max_modules {max_modules}): {alive} modules running{} {}",
         failure
             .map(|f| format!("; the next one failed: {f}"))
             .unwrap_or_default(),
@@ -306,6 +315,27 @@ async fn exec_latency(
             verdict(stats.p50 <= Duration::from_micros(20), "p50 <= 20 µs")
         );
     }
+    // The same call from a thread outside the runtime, as a blocking caller would make
+    // it: each exec then also wakes a worker and is woken back. Not a target.
+    let calls = counts.execs / 2;
+    let warmup = counts.exec_warmup;
+    let tokio_handle = tokio::runtime::Handle::current();
+    let outside = tokio::task::spawn_blocking(move || {
+        let mut samples = Vec::with_capacity(calls);
+        for i in 0..warmup + calls {
+            let started = Instant::now();
+            tokio_handle.block_on(handle.exec("add", json!([1, 2]), ExecOptions::default()))?;
+            if i >= warmup {
+                samples.push(started.elapsed());
+            }
+        }
+        anyhow::Ok(samples)
+    })
+    .await??;
+    println!(
+        "  exec `add` from a thread outside the runtime (not a target: two thread wake-ups per call): {}",
+        Stats::of(outside)
+    );
     runtime.stop_module("latency").await;
     Ok(())
 }
@@ -440,6 +470,53 @@ async fn memory(runtime: &Runtime, driver: &Arc<Driver>, counts: &Counts) -> any
         "  (stopped {alive} modules in {}; VmRSS now {} KiB)",
         fmt(started.elapsed()),
         rss_kib()?
+    );
+    Ok(())
+}
+
+/// Churn at full size: stop every module and start them all again, a few times, as
+/// restarts, upgrades and reconfiguration do over a host's life. Freed pool slots keep
+/// their mappings, so this finds the mapping limit where a single start does not.
+async fn churn(runtime: &Runtime, driver: &Arc<Driver>, counts: &Counts) -> anyhow::Result<()> {
+    let modules = counts.memory_steps.last().copied().unwrap_or(0);
+    let mut failure = None;
+    let mut rounds = 0;
+    for round in 0..counts.churn_rounds {
+        let ids: Vec<String> = (0..modules).map(|i| format!("churn-{round}-{i}")).collect();
+        for id in &ids {
+            runtime.start_module(ModuleConfig::new(id, driver.clone()))?;
+        }
+        let mut running_now = 0;
+        for id in &ids {
+            if let Err(error) = running(runtime, id).await {
+                failure = Some(format!(
+                    "round {round}, after {running_now} modules: {error:#}"
+                ));
+                break;
+            }
+            running_now += 1;
+        }
+        let maps = map_count()?;
+        for id in &ids {
+            runtime.stop_module(id).await;
+        }
+        println!(
+            "  churn round {round}: {running_now} of {modules} modules running, {maps} mappings; {} mappings with every module stopped",
+            map_count()?
+        );
+        if failure.is_some() {
+            break;
+        }
+        rounds += 1;
+    }
+    println!(
+        "{modules} modules stopped and started again {} times: {} {}",
+        counts.churn_rounds,
+        match &failure {
+            None => format!("all {rounds} rounds ran"),
+            Some(failure) => format!("failed in {failure}"),
+        },
+        verdict(failure.is_none(), "10,000 modules, also after churn"),
     );
     Ok(())
 }

@@ -13,7 +13,8 @@ use super::RuntimeConfig;
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Core instances, memories and tables a driver component may contain. A Rust driver
-/// built for wasm32-wasip2 has its own module plus the WASI adapter's small shims.
+/// built for wasm32-wasip2 has its own module plus the WASI adapter's small shims, and
+/// one linear memory.
 const CORE_INSTANCES_PER_COMPONENT: u32 = 10;
 const MEMORIES_PER_COMPONENT: u32 = 2;
 const TABLES_PER_COMPONENT: u32 = 4;
@@ -24,14 +25,18 @@ pub fn build(config: &RuntimeConfig) -> anyhow::Result<Engine> {
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(slots)
         .total_core_instances(slots.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
-        .total_memories(slots.saturating_mul(MEMORIES_PER_COMPONENT))
+        // One memory per module: every pooled memory slot keeps its mappings once used,
+        // and a pool twice that size would let restarts walk the process past the
+        // kernel's 65,530 mappings (measured in the runtime benchmark).
+        .total_memories(slots)
         .total_tables(slots.saturating_mul(TABLES_PER_COMPONENT))
         .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
         .max_memories_per_component(MEMORIES_PER_COMPONENT)
         .max_tables_per_component(TABLES_PER_COMPONENT)
         .max_memory_size(config.limits.memory_bytes)
-        // Async stacks are needed only by calls in flight, not by every module.
-        .total_stacks(config.max_calls_in_flight)
+        // A store keeps the last async stack it used until it is dropped, so every live
+        // module holds one: the pool needs one stack per module.
+        .total_stacks(slots)
         // Keep a little resident memory per slot so restarts and new modules are cheap,
         // but not so much that 10,000 idle modules add up.
         .linear_memory_keep_resident(0)

@@ -82,8 +82,6 @@ pub struct RuntimeConfig {
     pub cache_dir: PathBuf,
     /// Most modules alive at once (sizes the pooling allocator). Default 10,000.
     pub max_modules: u32,
-    /// Most calls into drivers in flight at once (sizes the async stack pool).
-    pub max_calls_in_flight: u32,
     /// Default limits of every module.
     pub limits: ModuleLimits,
 }
@@ -94,7 +92,6 @@ impl RuntimeConfig {
         RuntimeConfig {
             cache_dir: cache_dir.into(),
             max_modules: 10_000,
-            max_calls_in_flight: 1_000,
             limits: ModuleLimits::default(),
         }
     }

@@ -507,18 +507,16 @@ impl transport::Host for SandboxState {
             Some(connection) => connection.send(data, deadline).await,
             None => Err(TransportError::Closed),
         };
-        let result = match sent {
+        match sent {
             Ok(()) => self.wait_message(deadline).await,
             Err(error) => Err(transport_error(error)),
-        };
-        result
+        }
     }
 
     async fn receive(&mut self, timeout_ms: u32) -> Result<Vec<u8>, WitError> {
         let deadline = self.wait_deadline(timeout_ms);
         self.connection()?.open();
-        let result = self.wait_message(deadline).await;
-        result
+        self.wait_message(deadline).await
     }
 
     async fn disconnect(&mut self) {
