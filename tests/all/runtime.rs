@@ -131,6 +131,7 @@ async fn queue_orders_by_priority_and_replaces_named_twins() {
     let peer = LinePeer::start(PeerBehaviour {
         delay: Duration::from_millis(300),
         close_after_reply: false,
+        ..PeerBehaviour::default()
     })
     .await;
     let module = echo_module(&runtime, "queue", &peer).await;
@@ -204,6 +205,7 @@ async fn queued_commands_time_out_and_retries_happen() {
     let peer = LinePeer::start(PeerBehaviour {
         delay: Duration::from_millis(400),
         close_after_reply: false,
+        ..PeerBehaviour::default()
     })
     .await;
     let module = echo_module(&runtime, "timeouts", &peer).await;
@@ -469,6 +471,7 @@ async fn connection_drops_reconnect_and_reach_the_hooks() {
     let peer = LinePeer::start(PeerBehaviour {
         delay: Duration::ZERO,
         close_after_reply: true,
+        ..PeerBehaviour::default()
     })
     .await;
     let driver = support::load(&runtime, guests::ECHO);
@@ -610,5 +613,26 @@ async fn settings_refused_at_start_leave_the_driver_on_its_defaults() {
         json!("you said split?"),
         "the reply was split on its newline"
     );
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_is_the_first_message_after_the_request() {
+    let runtime = support::runtime();
+    let peer = LinePeer::start(PeerBehaviour {
+        chatty: true,
+        ..PeerBehaviour::default()
+    })
+    .await;
+    let module = echo_module(&runtime, "chatty", &peer).await;
+    // The device answers each line twice in one write. The second line of the first
+    // answer is already waiting when the second request goes out: it is not the reply.
+    let replies = module
+        .exec("ask_twice", json!(["one", "two"]), ExecOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(replies, json!(["you said one", "you said two"]));
+    // The lines nobody asked for reach `received`, in order.
+    support::wait_status(&module, "last_received", &json!("and again two")).await;
     runtime.shutdown().await;
 }

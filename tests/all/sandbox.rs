@@ -361,6 +361,7 @@ async fn time_in_host_calls_is_not_cpu_time() {
     let peer = LinePeer::start(PeerBehaviour {
         delay: Duration::from_millis(600),
         close_after_reply: false,
+        ..PeerBehaviour::default()
     })
     .await;
     let echo = support::load(&runtime, guests::ECHO);

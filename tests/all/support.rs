@@ -109,6 +109,8 @@ pub struct PeerBehaviour {
     pub delay: Duration,
     /// Close the connection after each reply.
     pub close_after_reply: bool,
+    /// Follow each reply with a second, unasked-for line `and again x`, in the same write.
+    pub chatty: bool,
 }
 
 /// A TCP peer on 127.0.0.1 that answers each line `x` with `you said x`.
@@ -139,11 +141,12 @@ impl LinePeer {
                     let mut lines = BufReader::new(read).lines();
                     while let Ok(Some(line)) = lines.next_line().await {
                         tokio::time::sleep(behaviour.delay).await;
-                        if write
-                            .write_all(format!("you said {line}\n").as_bytes())
-                            .await
-                            .is_err()
-                        {
+                        let reply = if behaviour.chatty {
+                            format!("you said {line}\nand again {line}\n")
+                        } else {
+                            format!("you said {line}\n")
+                        };
+                        if write.write_all(reply.as_bytes()).await.is_err() {
                             return;
                         }
                         if behaviour.close_after_reply {

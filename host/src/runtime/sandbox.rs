@@ -251,14 +251,20 @@ impl SandboxState {
         self.connection = Some(connection);
     }
 
-    /// Wait for the next message before `deadline`. Connection events seen meanwhile are
-    /// kept for the driver's hooks; a disconnect ends the wait.
-    async fn wait_message(&mut self, deadline: Instant) -> Result<Vec<u8>, WitError> {
-        // Messages that were already deferred come first (used by `receive`).
-        if let Some(position) = self
-            .deferred
-            .iter()
-            .position(|event| matches!(event, TransportEvent::Message(_)))
+    /// Wait for the next message before `deadline`. With `waiting_first` (for `receive`),
+    /// a message that was already waiting is taken first; without it (for `request`, whose
+    /// reply must come after what it sent), only new messages count. Connection events
+    /// seen meanwhile are kept for the driver's hooks; a disconnect ends the wait.
+    async fn wait_message(
+        &mut self,
+        deadline: Instant,
+        waiting_first: bool,
+    ) -> Result<Vec<u8>, WitError> {
+        if waiting_first
+            && let Some(position) = self
+                .deferred
+                .iter()
+                .position(|event| matches!(event, TransportEvent::Message(_)))
             && let Some(TransportEvent::Message(message)) = self.deferred.remove(position)
         {
             return Ok(message);
@@ -508,7 +514,7 @@ impl transport::Host for SandboxState {
             None => Err(TransportError::Closed),
         };
         match sent {
-            Ok(()) => self.wait_message(deadline).await,
+            Ok(()) => self.wait_message(deadline, false).await,
             Err(error) => Err(transport_error(error)),
         }
     }
@@ -516,7 +522,7 @@ impl transport::Host for SandboxState {
     async fn receive(&mut self, timeout_ms: u32) -> Result<Vec<u8>, WitError> {
         let deadline = self.wait_deadline(timeout_ms);
         self.connection()?.open();
-        self.wait_message(deadline).await
+        self.wait_message(deadline, true).await
     }
 
     async fn disconnect(&mut self) {
