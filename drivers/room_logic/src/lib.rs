@@ -44,7 +44,10 @@ impl Driver for RoomLogic {
 
     fn init(&mut self, settings: RoomSettings) -> Result<()> {
         // Settings changed: drop the old subscriptions before watching again.
-        for previous in [self.power.take(), self.online.take()].into_iter().flatten() {
+        for previous in [self.power.take(), self.online.take()]
+            .into_iter()
+            .flatten()
+        {
             system::unsubscribe(previous);
         }
         self.settings = settings;
