@@ -1,6 +1,7 @@
 //! One module per driver in drivers/, each testing it against a real peer.
 
 mod modbus_tcp;
+mod mqtt;
 mod pjlink;
 mod room_logic;
 
