@@ -43,6 +43,23 @@ impl Error {
         Error::InvalidArguments(message.into())
     }
 
+    /// The same error with `context` (what the driver was doing) in front of its
+    /// message: `device: lamp failure` becomes `device: power on: lamp failure`.
+    #[must_use]
+    pub fn context(self, context: impl std::fmt::Display) -> Self {
+        let message = format!("{context}: {}", self.message());
+        match self {
+            Error::UnknownFunction(_) => Error::UnknownFunction(message),
+            Error::InvalidArguments(_) => Error::InvalidArguments(message),
+            Error::Denied(_) => Error::Denied(message),
+            Error::Timeout(_) => Error::Timeout(message),
+            Error::NotConnected(_) => Error::NotConnected(message),
+            Error::Device(_) => Error::Device(message),
+            Error::Limit(_) => Error::Limit(message),
+            Error::Failed(_) => Error::Failed(message),
+        }
+    }
+
     /// The message of any variant.
     pub fn message(&self) -> &str {
         match self {

@@ -155,3 +155,10 @@ fn no_settings_accepts_any_object() {
         r#"{"type":"object"}"#
     );
 }
+
+#[test]
+fn context_keeps_the_kind() {
+    let error = Error::Timeout("no reply".into()).context("POWR");
+    assert_eq!(error, Error::Timeout("POWR: no reply".into()));
+    assert_eq!(error.to_string(), "timeout: POWR: no reply");
+}

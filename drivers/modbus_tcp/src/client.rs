@@ -72,7 +72,7 @@ impl Client {
         let frame = mbap::encode(transaction, self.unit_id, &request.encode());
         let mut received = link
             .request(&frame, self.timeout)
-            .map_err(|error| in_context(error, &request.describe()))?;
+            .map_err(|error| error.context(request.describe()))?;
         let mut skipped = 0;
         loop {
             let reply = mbap::decode(&received)
@@ -97,23 +97,8 @@ impl Client {
             skipped += 1;
             received = link
                 .receive(self.timeout)
-                .map_err(|error| in_context(error, &request.describe()))?;
+                .map_err(|error| error.context(request.describe()))?;
         }
-    }
-}
-
-/// `error` with `context` in front of its message, keeping its kind.
-pub fn in_context(error: Error, context: &str) -> Error {
-    let message = format!("{context}: {}", error.message());
-    match error {
-        Error::UnknownFunction(_) => Error::UnknownFunction(message),
-        Error::InvalidArguments(_) => Error::InvalidArguments(message),
-        Error::Denied(_) => Error::Denied(message),
-        Error::Timeout(_) => Error::Timeout(message),
-        Error::NotConnected(_) => Error::NotConnected(message),
-        Error::Device(_) => Error::Device(message),
-        Error::Limit(_) => Error::Limit(message),
-        Error::Failed(_) => Error::Failed(message),
     }
 }
 

@@ -255,7 +255,7 @@ impl ModbusTcp {
         for range in self.polls.clone() {
             let value = self
                 .poll(&range)
-                .map_err(|error| client::in_context(error, &format!("poll `{}`", range.name)))?;
+                .map_err(|error| error.context(format!("poll `{}`", range.name)))?;
             published.insert(range.name, value);
         }
         Ok(published)

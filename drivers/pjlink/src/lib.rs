@@ -349,7 +349,7 @@ impl Pjlink {
                         transport::disconnect();
                     }
                 }
-                return Err(with_context(error, request.command()));
+                return Err(error.context(request.command()));
             }
         };
         let mut line = String::from_utf8_lossy(&reply).into_owned();
@@ -360,7 +360,7 @@ impl Pjlink {
             let challenged = matches!(greeting, Greeting::Challenge(_));
             self.start_session(greeting);
             let reply = transport::receive(self.request_timeout)
-                .map_err(|error| with_context(error, request.command()))?;
+                .map_err(|error| error.context(request.command()))?;
             line = String::from_utf8_lossy(&reply).into_owned();
             if challenged && line == protocol::AUTH_FAILURE {
                 self.session = Session::AwaitingGreeting;
@@ -421,7 +421,7 @@ impl Pjlink {
         if through_close && matches!(line, Err(Error::NotConnected(_))) {
             line = transport::receive(self.request_timeout);
         }
-        let line = line.map_err(|error| with_context(error, "waiting for the PJLink greeting"))?;
+        let line = line.map_err(|error| error.context("waiting for the PJLink greeting"))?;
         let greeting = Greeting::parse(&String::from_utf8_lossy(&line))?;
         self.start_session(greeting);
         Ok(())
@@ -482,21 +482,6 @@ fn publish_power(power: PowerState) {
 fn publish<T: Serialize + ?Sized>(key: &str, value: &T) {
     if let Err(error) = status::set(key, value) {
         log::warn(&format!("publishing status `{key}`: {error}"));
-    }
-}
-
-/// `error` with what the driver was doing in front of its message, same variant.
-fn with_context(error: Error, doing: &str) -> Error {
-    let message = format!("{doing}: {}", error.message());
-    match error {
-        Error::UnknownFunction(_) => Error::UnknownFunction(message),
-        Error::InvalidArguments(_) => Error::InvalidArguments(message),
-        Error::Denied(_) => Error::Denied(message),
-        Error::Timeout(_) => Error::Timeout(message),
-        Error::NotConnected(_) => Error::NotConnected(message),
-        Error::Device(_) => Error::Device(message),
-        Error::Limit(_) => Error::Limit(message),
-        Error::Failed(_) => Error::Failed(message),
     }
 }
 
@@ -561,7 +546,7 @@ mod tests {
 
     #[test]
     fn context_keeps_the_case() {
-        let error = with_context(Error::Timeout("no reply".into()), "POWR");
+        let error = Error::Timeout("no reply".into()).context("POWR");
         assert_eq!(error, Error::Timeout("POWR: no reply".into()));
     }
 
