@@ -636,3 +636,32 @@ async fn a_reply_is_the_first_message_after_the_request() {
     support::wait_status(&module, "last_received", &json!("and again two")).await;
     runtime.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_driver_talks_datagrams_to_its_endpoint() {
+    let device = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = device.local_addr().unwrap();
+    let _device = tokio::spawn(async move {
+        let mut buffer = vec![0_u8; 2048];
+        while let Ok((count, from)) = device.recv_from(&mut buffer).await {
+            let reply = format!("echo {}", String::from_utf8_lossy(&buffer[..count]));
+            let _ = device.send_to(reply.as_bytes(), from).await;
+        }
+    });
+    let runtime = support::runtime();
+    let driver = support::load(&runtime, guests::UDP_ECHO);
+    let mut config = ModuleConfig::new("udp", driver);
+    config.endpoint = Some(addr.to_string().parse().unwrap());
+    let module = support::start(&runtime, config).await;
+    // Connected means the host holds a socket aimed at the device.
+    support::wait_status(&module, "connected", &json!(true)).await;
+    support::wait_status(&module, "hook", &json!("connected")).await;
+    for text in ["one", "two"] {
+        let reply = module
+            .exec("ask", json!([text]), ExecOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(reply, json!(format!("echo {text}")));
+    }
+    runtime.shutdown().await;
+}

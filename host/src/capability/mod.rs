@@ -9,10 +9,15 @@
 //! 3. A resolved address is allowed only when it came from resolving that endpoint and is
 //!    not an unspecified address (`0.0.0.0`, `::`). IPv4-mapped IPv6 addresses are compared
 //!    as the IPv4 address they carry, so the two spellings cannot diverge.
-//! 4. A cross-module call (status read, subscription, exec) is allowed only to another
+//! 4. A broadcast or multicast address is refused unless the module's configuration allows
+//!    it explicitly (not yet configurable: always refused). Broadcast here is the limited
+//!    broadcast `255.255.255.255`; a subnet-directed broadcast depends on the interfaces, and
+//!    the kernel refuses it because the host never sets `SO_BROADCAST`. A device behind one
+//!    endpoint must not become every device on the segment.
+//! 5. A cross-module call (status read, subscription, exec) is allowed only to another
 //!    module of the caller's own system, never to the caller itself (that would deadlock
 //!    its queue).
-//! 5. Everything else is denied.
+//! 6. Everything else is denied.
 //!
 //! Denials are counted per module and reach the driver as a typed `denied` error, never a
 //! trap.
@@ -182,6 +187,10 @@ pub fn decide(grant: &Grant, request: Request<'_>) -> Decision {
                         Decision::Deny(format!(
                             "{endpoint} resolved to the unspecified address {ip}"
                         ))
+                    } else if is_broadcast_or_multicast(ip) {
+                        Decision::Deny(format!(
+                            "{endpoint} resolved to the broadcast or multicast address {ip}"
+                        ))
                     } else {
                         Decision::Allow
                     }
@@ -204,6 +213,15 @@ pub fn decide(grant: &Grant, request: Request<'_>) -> Decision {
         tracing::warn!(module = %grant.module, %reason, "capability denied");
     }
     decision
+}
+
+/// Whether `ip` reaches a group of hosts rather than one: the limited IPv4 broadcast or
+/// any multicast address. Expects a [`canonical_ip`].
+fn is_broadcast_or_multicast(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_broadcast() || v4.is_multicast(),
+        IpAddr::V6(v6) => v6.is_multicast(),
+    }
 }
 
 /// An IPv4-mapped IPv6 address as the IPv4 address it carries; others unchanged.
@@ -298,6 +316,32 @@ mod tests {
         assert_eq!(
             canonical_ip("::ffff:127.0.0.1".parse().unwrap()),
             "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn broadcast_and_multicast_addresses_are_refused() {
+        let broadcast: Endpoint = "255.255.255.255:4352".parse().unwrap();
+        let grant = Grant::new("m", Some(broadcast.clone()), BTreeSet::new());
+        for addr in [
+            "255.255.255.255:4352",
+            "[::ffff:255.255.255.255]:4352",
+            "224.0.0.1:4352",
+            "239.255.255.250:4352",
+            "[ff02::1]:4352",
+        ] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            match decide(&grant, Request::ConnectResolved(&broadcast, addr)) {
+                Decision::Deny(reason) => assert!(reason.contains("broadcast"), "{reason}"),
+                Decision::Allow => panic!("{addr} was allowed"),
+            }
+        }
+        assert_eq!(grant.denials(), 5);
+        // A unicast address of the same endpoint is still allowed.
+        let unicast: SocketAddr = "10.1.2.255:4352".parse().unwrap();
+        assert_eq!(
+            decide(&grant, Request::ConnectResolved(&broadcast, unicast)),
+            Decision::Allow
         );
     }
 

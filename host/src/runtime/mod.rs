@@ -445,11 +445,10 @@ impl Runtime {
     /// Start a module. It runs until [`ModuleHandle::stop`]; crashes restart it.
     pub fn start_module(&self, config: ModuleConfig) -> Result<ModuleHandle, StartError> {
         let metadata = config.driver.metadata();
-        // Fail closed: a TLS, UDP or HTTP driver must not get a plain TCP connection.
+        // Fail closed: a TLS or HTTP driver must not get a plain TCP connection.
         let unsupported = match metadata.transport {
-            TransportKind::Tcp | TransportKind::Logic => None,
+            TransportKind::Tcp | TransportKind::Udp | TransportKind::Logic => None,
             TransportKind::Tls => Some("TLS"),
-            TransportKind::Udp => Some("UDP"),
             TransportKind::Http => Some("HTTP"),
         };
         if let Some(kind) = unsupported {

@@ -22,7 +22,8 @@ use super::{
     RuntimeEvent, RuntimeInner, merge_settings,
 };
 use crate::capability::Grant;
-use crate::transport::{Connection, TransportEvent};
+use crate::component::TransportKind;
+use crate::transport::{Connection, Link, TransportEvent, UdpLink};
 
 /// Time a driver gets, after its own deadline passed, to return the `timeout` error its
 /// host calls gave it before the sandbox is killed.
@@ -533,9 +534,21 @@ impl Sandbox {
         let _init = sandbox.init(runtime, shared, &settings_json).await?;
         match endpoint {
             Some(endpoint) => {
-                let connection =
-                    Connection::spawn(endpoint, grant, config.connection.clone(), transport_tx);
-                sandbox.store.data_mut().attach(connection);
+                let options = config.connection.clone();
+                let link = match config.driver.metadata().transport {
+                    TransportKind::Udp => {
+                        Link::Udp(UdpLink::spawn(endpoint, grant, options, transport_tx))
+                    }
+                    // `start_module` refuses TLS and HTTP, and a logic module has no
+                    // endpoint, so only TCP drivers get here.
+                    TransportKind::Tcp
+                    | TransportKind::Tls
+                    | TransportKind::Http
+                    | TransportKind::Logic => {
+                        Link::Tcp(Connection::spawn(endpoint, grant, options, transport_tx))
+                    }
+                };
+                sandbox.store.data_mut().attach(link);
             }
             // A logic module is online while it runs.
             None => shared.set_connected(runtime, true),

@@ -23,7 +23,7 @@ use super::module::ModuleShared;
 use super::stdio::LogPipe;
 use super::{ExecError, ExecOptions, LogLevel, RuntimeInner, systems};
 use crate::capability::{self, Decision, Grant, Request};
-use crate::transport::{Connection, Tokenizer, TransportError, TransportEvent};
+use crate::transport::{Link, Tokenizer, TransportError, TransportEvent};
 
 /// Most timers one module may have running.
 pub const MAX_TIMERS: usize = 64;
@@ -128,8 +128,8 @@ pub(crate) struct SandboxState {
     pub(crate) shared: Arc<ModuleShared>,
     pub(crate) grant: Arc<Grant>,
     pub(crate) settings_json: String,
-    /// The device connection; opened after the first `init`.
-    pub(crate) connection: Option<Connection>,
+    /// The device link (TCP or UDP); opened after the first `init`.
+    pub(crate) connection: Option<Link>,
     /// Whether the module has a device endpoint (its connection may not be open yet).
     has_endpoint: bool,
     /// A tokenizer chosen before the connection opened.
@@ -231,7 +231,7 @@ impl SandboxState {
         wanted.min(self.clock.deadline)
     }
 
-    fn connection(&self) -> Result<&Connection, WitError> {
+    fn connection(&self) -> Result<&Link, WitError> {
         match &self.connection {
             Some(connection) => Ok(connection),
             None if self.has_endpoint => Err(WitError::NotConnected(
@@ -243,10 +243,18 @@ impl SandboxState {
 
     /// Take over the device connection once `init` has run, applying the tokenizer the
     /// driver chose before it opened.
-    pub(crate) fn attach(&mut self, connection: Connection) {
-        if let Some(tokenizer) = self.pending_tokenizer.take() {
-            // Validated when the driver chose it.
-            let _ = connection.set_tokenizer(tokenizer);
+    pub(crate) fn attach(&mut self, connection: Link) {
+        if let Some(tokenizer) = self.pending_tokenizer.take()
+            && let Err(error) = connection.set_tokenizer(tokenizer)
+        {
+            // Validated against the message limit when the driver chose it; a link kind
+            // that cannot split at all (UDP) refuses it only now.
+            super::stdio::emit_log(
+                &self.runtime,
+                &self.grant.module,
+                LogLevel::Warn,
+                &format!("the tokenizer chosen in init was refused: {error}"),
+            );
         }
         self.connection = Some(connection);
     }
@@ -494,9 +502,7 @@ impl transport::Host for SandboxState {
     }
 
     async fn is_connected(&mut self) -> bool {
-        self.connection
-            .as_ref()
-            .is_some_and(Connection::is_connected)
+        self.connection.as_ref().is_some_and(Link::is_connected)
     }
 
     async fn send(&mut self, data: Vec<u8>) -> Result<(), WitError> {

@@ -409,14 +409,14 @@ impl Shared {
 
 /// Capped exponential back-off with ±20 % jitter.
 #[derive(Debug)]
-struct Backoff {
+pub(super) struct Backoff {
     min: Duration,
     max: Duration,
     next: Duration,
 }
 
 impl Backoff {
-    fn new(min: Duration, max: Duration) -> Self {
+    pub(super) fn new(min: Duration, max: Duration) -> Self {
         let min = min.max(MIN_BACKOFF);
         let max = max.max(min);
         Backoff {
@@ -426,11 +426,11 @@ impl Backoff {
         }
     }
 
-    fn reset(&mut self) {
+    pub(super) fn reset(&mut self) {
         self.next = self.min;
     }
 
-    fn next_delay(&mut self) -> Duration {
+    pub(super) fn next_delay(&mut self) -> Duration {
         let base = self.next;
         self.next = base.saturating_mul(2).min(self.max);
         let factor = 0.8 + 0.4 * fastrand::f64();
