@@ -8,6 +8,7 @@
 //! device in the host is what lets the host enforce the grant, bound memory per device
 //! and log connection trouble in one place.
 
+mod resolve;
 pub mod tcp;
 pub mod tokenizer;
 pub mod udp;

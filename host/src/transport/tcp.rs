@@ -34,6 +34,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout_at};
 
 use super::TransportError;
+use super::resolve::{Failure, Resolved, no_usable_address, resolve_allowed};
 use super::tokenizer::{Splitter, Tokenizer};
 use crate::capability::{self, Decision, Endpoint, Grant, Request};
 
@@ -370,13 +371,6 @@ struct Control {
     last_write: Option<Instant>,
     /// Why the last attempt failed, for `send`'s error; cleared on connect.
     failure: Option<Failure>,
-}
-
-#[derive(Debug, Clone)]
-struct Failure {
-    reason: String,
-    /// The capability check refused it.
-    denied: bool,
 }
 
 /// The write half of the open connection, with a number telling connections apart so a
@@ -809,34 +803,13 @@ async fn connect(
     keepalive: Option<Duration>,
     deadline: Instant,
 ) -> Attempt {
-    if let Decision::Deny(reason) = capability::decide(&grant, Request::Connect(&endpoint)) {
-        return Attempt::Denied(reason);
-    }
-    let lookup = tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port));
-    let addresses: Vec<SocketAddr> = match timeout_at(deadline, lookup).await {
-        Ok(Ok(addresses)) => addresses.collect(),
-        Ok(Err(error)) => {
-            return Attempt::Failed(Failure {
-                reason: format!("cannot resolve {}: {error}", endpoint.host),
-                denied: false,
-            });
-        }
-        Err(_) => {
-            return Attempt::Failed(Failure {
-                reason: format!("resolving {} timed out", endpoint.host),
-                denied: false,
-            });
-        }
+    let (addresses, denial) = match resolve_allowed(&endpoint, &grant, deadline).await {
+        Resolved::Denied(reason) => return Attempt::Denied(reason),
+        Resolved::Failed(failure) => return Attempt::Failed(failure),
+        Resolved::Allowed { addresses, denial } => (addresses, denial),
     };
     let mut failure = None;
-    let mut denial = None;
     for address in addresses {
-        if let Decision::Deny(reason) =
-            capability::decide(&grant, Request::ConnectResolved(&endpoint, address))
-        {
-            denial = Some(reason);
-            continue;
-        }
         match timeout_at(deadline, open_socket(address, keepalive)).await {
             Ok(Ok(stream)) => return Attempt::Connected(stream, address),
             Ok(Err(error)) => failure = Some(format!("{address}: {error}")),
@@ -846,20 +819,7 @@ async fn connect(
             }
         }
     }
-    Attempt::Failed(match (failure, denial) {
-        (Some(reason), _) => Failure {
-            reason,
-            denied: false,
-        },
-        (None, Some(reason)) => Failure {
-            reason,
-            denied: true,
-        },
-        (None, None) => Failure {
-            reason: format!("{} resolved to no addresses", endpoint.host),
-            denied: false,
-        },
-    })
+    Attempt::Failed(no_usable_address(&endpoint, failure, denial))
 }
 
 /// Connect with Nagle off (commands are small and latency matters more than packet

@@ -34,6 +34,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout_at};
 
+use super::resolve::{Failure, Resolved, no_usable_address, resolve_allowed};
 use super::tcp::{Backoff, STABLE_AFTER};
 use super::tokenizer::Tokenizer;
 use super::{ConnectionOptions, LinkState, TransportError, TransportEvent};
@@ -275,13 +276,6 @@ struct Control {
     failure: Option<Failure>,
 }
 
-#[derive(Debug, Clone)]
-struct Failure {
-    reason: String,
-    /// The capability check (or the kernel's broadcast rule) refused it.
-    denied: bool,
-}
-
 /// The event receiver is gone: nobody is listening, so the task ends.
 struct Stop;
 
@@ -473,37 +467,13 @@ impl Worker {
 /// Check, resolve and re-check the endpoint, then bind and aim a socket at the first
 /// allowed address, resolving before `deadline`.
 async fn bind(endpoint: &Endpoint, grant: &Grant, deadline: Instant) -> Attempt {
-    if let Decision::Deny(reason) = capability::decide(grant, Request::Connect(endpoint)) {
-        return Attempt::Denied(reason);
-    }
-    let lookup = tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port));
-    let addresses: Vec<SocketAddr> = match timeout_at(deadline, lookup).await {
-        Ok(Ok(addresses)) => addresses.collect(),
-        Ok(Err(error)) => {
-            return Attempt::Failed(Failure {
-                reason: format!("cannot resolve {}: {error}", endpoint.host),
-                denied: false,
-            });
-        }
-        Err(_) => {
-            return Attempt::Failed(Failure {
-                reason: format!("resolving {} timed out", endpoint.host),
-                denied: false,
-            });
-        }
+    let (addresses, mut denial) = match resolve_allowed(endpoint, grant, deadline).await {
+        Resolved::Denied(reason) => return Attempt::Denied(reason),
+        Resolved::Failed(failure) => return Attempt::Failed(failure),
+        Resolved::Allowed { addresses, denial } => (addresses, denial),
     };
     let mut failure = None;
-    let mut denial = None;
     for address in addresses {
-        if let Decision::Deny(reason) =
-            capability::decide(grant, Request::ConnectResolved(endpoint, address))
-        {
-            denial = Some(reason);
-            continue;
-        }
-        // Aim at the address `decide` compared, so the mapped and plain IPv4 spellings
-        // cannot reach different places.
-        let address = SocketAddr::new(capability::canonical_ip(address.ip()), address.port());
         match open_socket(address).await {
             Ok(socket) => return Attempt::Bound(socket, address),
             // Without SO_BROADCAST the kernel refuses a broadcast destination it knows
@@ -516,20 +486,7 @@ async fn bind(endpoint: &Endpoint, grant: &Grant, deadline: Instant) -> Attempt 
             Err(error) => failure = Some(format!("{address}: {error}")),
         }
     }
-    Attempt::Failed(match (failure, denial) {
-        (Some(reason), _) => Failure {
-            reason,
-            denied: false,
-        },
-        (None, Some(reason)) => Failure {
-            reason,
-            denied: true,
-        },
-        (None, None) => Failure {
-            reason: format!("{} resolved to no addresses", endpoint.host),
-            denied: false,
-        },
-    })
+    Attempt::Failed(no_usable_address(endpoint, failure, denial))
 }
 
 /// Bind an ephemeral port on the unspecified address of `address`'s family and connect
