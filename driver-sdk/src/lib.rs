@@ -61,6 +61,7 @@ mod export;
 mod metadata;
 pub mod schema;
 
+pub mod http;
 pub mod log;
 pub mod settings;
 pub mod status;
@@ -79,7 +80,7 @@ pub use settings::NoSettings;
 pub use warden_driver_sdk_macros::{Schema, functions};
 
 /// The version of the `warden:driver` WIT package this SDK builds drivers against.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.1.1";
 
 /// The name of the custom section that carries a driver's metadata.
 pub const METADATA_SECTION: &str = "warden:driver/metadata";
@@ -96,7 +97,7 @@ pub mod prelude {
     pub use crate::transport::Tokenizer;
     pub use crate::{
         Driver, DriverInfo, Error, NoSettings, Result, Schema, TransportKind, export_driver,
-        functions, log, settings, status, system, timers, transport,
+        functions, http, log, settings, status, system, timers, transport,
     };
     pub use serde::{Deserialize, Serialize};
     pub use serde_json::{Value, json};
@@ -111,7 +112,7 @@ pub mod __private {
     pub mod bindings {
         wit_bindgen::generate!({
             world: "driver-world",
-            path: "../wit/0.1.0",
+            path: "../wit/0.1.1",
             pub_export_macro: true,
             export_macro_name: "__export_driver_world_impl",
             default_bindings_module: "::warden_driver_sdk::__private::bindings",

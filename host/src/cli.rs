@@ -10,8 +10,8 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::capability::Endpoint;
-use crate::component::{self, Inspection};
+use crate::capability::{BaseUri, Endpoint};
+use crate::component::{self, Inspection, TransportKind};
 use crate::runtime::{
     ExecOptions, ModuleConfig, ModuleState, Runtime, RuntimeConfig, RuntimeEvent, offer,
 };
@@ -57,7 +57,8 @@ struct InspectArgs {
 struct RunArgs {
     /// The driver component (.wasm).
     file: PathBuf,
-    /// The device, as host:port (required unless the driver is a logic driver).
+    /// The device: host:port for TCP, TLS and UDP drivers, a base URI
+    /// (https://host:port/path) for HTTP drivers; not used by logic drivers.
     #[arg(long)]
     endpoint: Option<String>,
     /// Module settings, a JSON object merged over the driver's defaults.
@@ -272,12 +273,6 @@ fn run(args: &RunArgs, cache_dir: PathBuf) -> anyhow::Result<ExitCode> {
     if !matches!(call_args, Value::Array(_) | Value::Object(_)) {
         bail!("--args must be a JSON array or object");
     }
-    let endpoint: Option<Endpoint> = args
-        .endpoint
-        .as_deref()
-        .map(str::parse)
-        .transpose()
-        .context("--endpoint")?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -290,7 +285,15 @@ fn run(args: &RunArgs, cache_dir: PathBuf) -> anyhow::Result<ExitCode> {
         let runtime = Runtime::new(config).context("starting the runtime")?;
         let driver = runtime.load_driver_file(&args.file)?;
         let mut module_config = ModuleConfig::new("cli", driver.clone());
-        module_config.endpoint = endpoint;
+        if let Some(target) = args.endpoint.as_deref() {
+            if driver.metadata().transport == TransportKind::Http {
+                let base: BaseUri = target.parse().context("--endpoint")?;
+                module_config.base_uri = Some(base);
+            } else {
+                let endpoint: Endpoint = target.parse().context("--endpoint")?;
+                module_config.endpoint = Some(endpoint);
+            }
+        }
         module_config.settings = settings;
         module_config.connection = ConnectionOptions {
             make_break: args.make_break,

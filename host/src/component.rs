@@ -66,9 +66,13 @@ pub enum TransportKind {
 }
 
 impl TransportKind {
-    /// Whether modules of this driver need a `host:port` endpoint.
+    /// Whether modules of this driver need a `host:port` endpoint (HTTP drivers need a
+    /// base URI instead, logic drivers nothing).
     pub fn needs_endpoint(self) -> bool {
-        !matches!(self, TransportKind::Logic)
+        matches!(
+            self,
+            TransportKind::Tcp | TransportKind::Tls | TransportKind::Udp
+        )
     }
 }
 

@@ -1,32 +1,49 @@
 //! The single allow/deny decision for everything a driver reaches.
 //!
-//! Every connection, settings read and cross-module call a driver causes goes through
-//! [`decide`]. The order of checks, first match wins:
+//! Every connection, datagram socket, HTTP request, redirect, settings read and
+//! cross-module call a driver causes goes through [`decide`]. The order of checks, first
+//! match wins:
 //!
 //! 1. A module may always read its own settings and publish its own status.
-//! 2. A connection is allowed only to the endpoint the deployer configured for the module
+//! 2. A new connection or socket is refused when the module has opened more than
+//!    [`CONNECTION_BURST`] in a burst or more than [`CONNECTIONS_PER_SECOND`] per second
+//!    on average, so that a driver cannot flood its device or exhaust the host's sockets.
+//! 3. A connection is allowed only to the endpoint the deployer configured for the module
 //!    (same host name or address and port); anything else is denied.
-//! 3. A resolved address is allowed only when it came from resolving that endpoint and is
+//! 4. A resolved address is allowed only when it came from resolving that endpoint and is
 //!    not an unspecified address (`0.0.0.0`, `::`). IPv4-mapped IPv6 addresses are compared
 //!    as the IPv4 address they carry, so the two spellings cannot diverge.
-//! 4. A broadcast or multicast address is refused unless the module's configuration allows
-//!    it explicitly (not yet configurable: always refused). Broadcast here is the limited
-//!    broadcast `255.255.255.255`; a subnet-directed broadcast depends on the interfaces, and
-//!    the kernel refuses it because the host never sets `SO_BROADCAST`. A device behind one
-//!    endpoint must not become every device on the segment.
-//! 5. A cross-module call (status read, subscription, exec) is allowed only to another
+//! 5. A broadcast or multicast address is refused unless the module's configuration allows
+//!    broadcast explicitly, and then only the limited broadcast `255.255.255.255` (never
+//!    multicast). A subnet-directed broadcast depends on the interfaces; the kernel refuses
+//!    it because the host sets `SO_BROADCAST` only for a module allowed to broadcast. A
+//!    device behind one endpoint must not become every device on the segment.
+//! 6. An HTTP request, and every redirect it is sent, is allowed only to the origin
+//!    (scheme, host and port) of the module's configured base URI; a module without a base
+//!    URI makes no HTTP requests at all.
+//! 7. A cross-module call (status read, subscription, exec) is allowed only to another
 //!    module of the caller's own system, never to the caller itself (that would deadlock
 //!    its queue).
-//! 6. Everything else is denied.
+//! 8. Everything else is denied.
 //!
-//! Denials are counted per module and reach the driver as a typed `denied` error, never a
-//! trap.
+//! Denials are counted per module, logged with the rule that refused them, and reach the
+//! driver as a typed `denied` error, never a trap.
+
+mod uri;
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::Instant;
+
+pub use uri::{BaseUri, Origin, Scheme, UriError};
+
+/// New connections (or sockets) a module may open at once before the rate applies.
+pub const CONNECTION_BURST: u32 = 50;
+/// New connections (or sockets) per second a module may open on average.
+pub const CONNECTIONS_PER_SECOND: u32 = 20;
 
 /// A `host:port` a module is configured to reach.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -104,9 +121,47 @@ pub struct Grant {
     pub module: String,
     /// The device endpoint configured by the deployer, if the driver has a transport.
     pub endpoint: Option<Endpoint>,
+    /// The base URI configured by the deployer, for HTTP drivers.
+    pub base_uri: Option<BaseUri>,
+    /// Whether the deployer allowed the limited broadcast address for this module.
+    pub allow_broadcast: bool,
     /// The modules of the module's system, by id; systems change at run time.
     system_modules: RwLock<BTreeSet<String>>,
+    connections: Mutex<ConnectionBudget>,
     denials: AtomicU64,
+}
+
+/// A token bucket of new connections: [`CONNECTION_BURST`] tokens, refilled at
+/// [`CONNECTIONS_PER_SECOND`].
+#[derive(Debug)]
+struct ConnectionBudget {
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl Default for ConnectionBudget {
+    fn default() -> Self {
+        ConnectionBudget {
+            tokens: f64::from(CONNECTION_BURST),
+            refilled: Instant::now(),
+        }
+    }
+}
+
+impl ConnectionBudget {
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let earned =
+            now.duration_since(self.refilled).as_secs_f64() * f64::from(CONNECTIONS_PER_SECOND);
+        self.tokens = (self.tokens + earned).min(f64::from(CONNECTION_BURST));
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Something a driver asks to reach.
@@ -114,10 +169,18 @@ pub struct Grant {
 pub enum Request<'a> {
     /// Read the module's own settings.
     OwnSettings,
+    /// Open a new connection or socket (counted against the module's connection rate).
+    OpenConnection,
     /// Open a connection to `endpoint`.
     Connect(&'a Endpoint),
     /// Connect to an address that `endpoint` resolved to.
     ConnectResolved(&'a Endpoint, SocketAddr),
+    /// Make HTTP requests at all.
+    UseHttp,
+    /// Send an HTTP request to `origin`.
+    HttpRequest(&'a Origin),
+    /// Follow a redirect to `origin`.
+    HttpRedirect(&'a Origin),
     /// Read, watch or exec on another module, by id.
     Module(&'a str),
 }
@@ -141,9 +204,26 @@ impl Grant {
         Grant {
             module: module.into(),
             endpoint,
+            base_uri: None,
+            allow_broadcast: false,
             system_modules: RwLock::new(system_modules),
+            connections: Mutex::new(ConnectionBudget::default()),
             denials: AtomicU64::new(0),
         }
+    }
+
+    /// This grant for an HTTP driver whose requests go to `base_uri`: its endpoint
+    /// becomes the base URI's host and port.
+    pub fn with_base_uri(mut self, base_uri: BaseUri) -> Self {
+        self.endpoint = Some(base_uri.origin.endpoint.clone());
+        self.base_uri = Some(base_uri);
+        self
+    }
+
+    /// This grant, allowing the limited broadcast address when the endpoint is it.
+    pub fn with_broadcast(mut self, allow: bool) -> Self {
+        self.allow_broadcast = allow;
+        self
     }
 
     /// Replace the membership of the module's system.
@@ -172,12 +252,23 @@ impl Grant {
 pub fn decide(grant: &Grant, request: Request<'_>) -> Decision {
     let decision = match request {
         Request::OwnSettings => Decision::Allow,
+        Request::OpenConnection => {
+            let mut budget = grant.connections.lock().unwrap_or_else(|e| e.into_inner());
+            if budget.take() {
+                Decision::Allow
+            } else {
+                Decision::Deny(format!(
+                    "connection rate limit: at most {CONNECTION_BURST} new connections at once \
+                     and {CONNECTIONS_PER_SECOND} per second"
+                ))
+            }
+        }
         Request::Connect(endpoint) => match &grant.endpoint {
             Some(allowed) if allowed == endpoint => Decision::Allow,
             Some(_) => Decision::Deny(format!(
-                "{endpoint} is not this module's configured endpoint"
+                "endpoint rule: {endpoint} is not this module's configured endpoint"
             )),
-            None => Decision::Deny("this module has no endpoint configured".to_string()),
+            None => Decision::Deny("endpoint rule: this module has no endpoint configured".into()),
         },
         Request::ConnectResolved(endpoint, addr) => {
             let ip = canonical_ip(addr.ip());
@@ -185,27 +276,52 @@ pub fn decide(grant: &Grant, request: Request<'_>) -> Decision {
                 Some(allowed) if allowed == endpoint && addr.port() == allowed.port => {
                     if ip.is_unspecified() {
                         Decision::Deny(format!(
-                            "{endpoint} resolved to the unspecified address {ip}"
+                            "address rule: {endpoint} resolved to the unspecified address {ip}"
                         ))
-                    } else if is_broadcast_or_multicast(ip) {
+                    } else if is_multicast(ip) {
                         Decision::Deny(format!(
-                            "{endpoint} resolved to the broadcast or multicast address {ip}"
+                            "broadcast rule: {endpoint} resolved to the multicast address {ip}"
+                        ))
+                    } else if is_limited_broadcast(ip) && !grant.allow_broadcast {
+                        Decision::Deny(format!(
+                            "broadcast rule: {endpoint} resolved to the broadcast address {ip}, \
+                             and this module is not configured to allow broadcast"
                         ))
                     } else {
                         Decision::Allow
                     }
                 }
                 _ => Decision::Deny(format!(
-                    "{addr} is not an address of this module's configured endpoint"
+                    "address rule: {addr} is not an address of this module's configured endpoint"
                 )),
             }
         }
-        Request::Module(id) if id == grant.module => {
-            Decision::Deny("a module cannot call itself through its system".to_string())
-        }
+        Request::UseHttp => match &grant.base_uri {
+            Some(_) => Decision::Allow,
+            None => Decision::Deny("origin rule: this module has no base URI configured".into()),
+        },
+        Request::HttpRequest(origin) => match &grant.base_uri {
+            Some(base) if base.origin == *origin => Decision::Allow,
+            Some(base) => Decision::Deny(format!(
+                "origin rule: {origin} is not this module's origin {}",
+                base.origin
+            )),
+            None => Decision::Deny("origin rule: this module has no base URI configured".into()),
+        },
+        Request::HttpRedirect(origin) => match &grant.base_uri {
+            Some(base) if base.origin == *origin => Decision::Allow,
+            Some(base) => Decision::Deny(format!(
+                "origin rule: a redirect to {origin} leaves this module's origin {}",
+                base.origin
+            )),
+            None => Decision::Deny("origin rule: this module has no base URI configured".into()),
+        },
+        Request::Module(id) if id == grant.module => Decision::Deny(
+            "system rule: a module cannot call itself through its system".to_string(),
+        ),
         Request::Module(id) if grant.in_system(id) => Decision::Allow,
         Request::Module(_) => {
-            Decision::Deny("that module is not in this module's system".to_string())
+            Decision::Deny("system rule: that module is not in this module's system".to_string())
         }
     };
     if let Decision::Deny(reason) = &decision {
@@ -215,13 +331,17 @@ pub fn decide(grant: &Grant, request: Request<'_>) -> Decision {
     decision
 }
 
-/// Whether `ip` reaches a group of hosts rather than one: the limited IPv4 broadcast or
-/// any multicast address. Expects a [`canonical_ip`].
-fn is_broadcast_or_multicast(ip: IpAddr) -> bool {
+/// Whether `ip` is a multicast address. Expects a [`canonical_ip`].
+fn is_multicast(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => v4.is_broadcast() || v4.is_multicast(),
+        IpAddr::V4(v4) => v4.is_multicast(),
         IpAddr::V6(v6) => v6.is_multicast(),
     }
+}
+
+/// Whether `ip` is the limited IPv4 broadcast. Expects a [`canonical_ip`].
+fn is_limited_broadcast(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V4(v4) if v4.is_broadcast())
 }
 
 /// An IPv4-mapped IPv6 address as the IPv4 address it carries; others unchanged.

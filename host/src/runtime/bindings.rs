@@ -3,9 +3,10 @@
 
 wasmtime::component::bindgen!({
     world: "driver-world",
-    path: "../wit/0.1.0",
+    path: "../wit/0.1.1",
     imports: {
         "warden:driver/transport": async,
+        "warden:driver/http": async,
         "warden:driver/system": async,
     },
     exports: { default: async },

@@ -6,6 +6,7 @@
 
 mod bindings;
 mod cache;
+mod device;
 mod engine;
 mod module;
 pub mod offer;
@@ -26,9 +27,9 @@ use tokio::sync::broadcast;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
-use crate::capability::Endpoint;
+use crate::capability::{BaseUri, Endpoint};
 use crate::component::{self, DriverMetadata, Inspection, TransportKind};
-use crate::transport::ConnectionOptions;
+use crate::transport::{ConnectionOptions, HttpOptions};
 
 pub use cache::{CacheOutcome, ComponentCache};
 pub use module::{ModuleHandle, ModuleState};
@@ -157,8 +158,10 @@ pub struct ModuleConfig {
     pub id: String,
     /// The driver it runs.
     pub driver: Arc<Driver>,
-    /// The device it talks to (`host:port`), for drivers with a transport.
+    /// The device it talks to (`host:port`), for TCP, TLS and UDP drivers.
     pub endpoint: Option<Endpoint>,
+    /// The base URI its requests go to (`https://host:port/path`), for HTTP drivers.
+    pub base_uri: Option<BaseUri>,
     /// Custom name, used instead of the driver's generic name in its system.
     pub custom_name: Option<String>,
     /// The system whose other modules it may reach (logic drivers).
@@ -169,6 +172,8 @@ pub struct ModuleConfig {
     pub limits: ModuleLimits,
     /// How the connection to the device behaves.
     pub connection: ConnectionOptions,
+    /// How HTTP requests behave (HTTP drivers).
+    pub http: HttpOptions,
 }
 
 impl ModuleConfig {
@@ -178,11 +183,13 @@ impl ModuleConfig {
             id: id.into(),
             driver,
             endpoint: None,
+            base_uri: None,
             custom_name: None,
             system: None,
             settings: Value::Object(Default::default()),
             limits: ModuleLimits::default(),
             connection: ConnectionOptions::default(),
+            http: HttpOptions::default(),
         }
     }
 }
@@ -199,9 +206,13 @@ pub enum StartError {
     /// Settings must be a JSON object.
     #[error("module settings must be a JSON object")]
     SettingsNotObject,
-    /// The driver needs a transport this host does not provide yet.
-    #[error("driver `{0}` needs a {1} transport, which this version of Warden does not provide")]
-    UnsupportedTransport(String, &'static str),
+    /// The driver makes HTTP requests but no base URI was configured.
+    #[error("driver `{0}` needs a base URI (https://host:port/path) for its device")]
+    MissingBaseUri(String),
+    /// The settings that configure the device link (TLS trust, HTTP authentication)
+    /// are invalid or do not fit the driver's transport.
+    #[error("{0}")]
+    InvalidSettings(String),
     /// No room for another module.
     #[error("the runtime already runs its maximum of {0} modules")]
     Full(u32),
@@ -445,24 +456,18 @@ impl Runtime {
     /// Start a module. It runs until [`ModuleHandle::stop`]; crashes restart it.
     pub fn start_module(&self, config: ModuleConfig) -> Result<ModuleHandle, StartError> {
         let metadata = config.driver.metadata();
-        // Fail closed: a TLS or HTTP driver must not get a plain TCP connection.
-        let unsupported = match metadata.transport {
-            TransportKind::Tcp | TransportKind::Udp | TransportKind::Logic => None,
-            TransportKind::Tls => Some("TLS"),
-            TransportKind::Http => Some("HTTP"),
-        };
-        if let Some(kind) = unsupported {
-            return Err(StartError::UnsupportedTransport(
-                metadata.name.clone(),
-                kind,
-            ));
-        }
-        if metadata.transport.needs_endpoint() && config.endpoint.is_none() {
+        if metadata.transport == TransportKind::Http {
+            if config.base_uri.is_none() {
+                return Err(StartError::MissingBaseUri(metadata.name.clone()));
+            }
+        } else if metadata.transport.needs_endpoint() && config.endpoint.is_none() {
             return Err(StartError::MissingEndpoint(metadata.name.clone()));
         }
         if !config.settings.is_object() {
             return Err(StartError::SettingsNotObject);
         }
+        let merged = merge_settings(&metadata.default_settings, &config.settings);
+        device::check(&config, &merged).map_err(StartError::InvalidSettings)?;
         let mut modules = self
             .inner
             .modules

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use wasmtime::{Store, UpdateDeadline};
 
 use super::bindings::{DriverWorld, WitError};
+use super::device::{self, DeviceLink};
 use super::engine::EPOCH_TICK;
 use super::queue::{CommandQueue, QueuedExec};
 use super::sandbox::{CallClock, GuestEvent, SandboxState};
@@ -21,9 +22,8 @@ use super::{
     Driver, DriverError, ExecError, ExecOptions, LogLevel, ModuleConfig, ModuleLimits,
     RuntimeEvent, RuntimeInner, merge_settings,
 };
-use crate::capability::Grant;
 use crate::component::TransportKind;
-use crate::transport::{Connection, Link, TransportEvent, UdpLink};
+use crate::transport::TransportEvent;
 
 /// Time a driver gets, after its own deadline passed, to return the `timeout` error its
 /// host calls gave it before the sandbox is killed.
@@ -353,9 +353,21 @@ async fn supervise(
                     None => break Some(None),
                     Some(Control::Stop(ack)) => break Some(Some(ack)),
                     Some(Control::Settings(settings, ack)) => {
-                        // Taken up by `init` when the module is back.
-                        config.settings = settings;
-                        let _ = ack.send(Ok(()));
+                        // Taken up by `init` when the module is back; link settings are
+                        // checked now so a bad value is refused rather than kept.
+                        let merged = merge_settings(&config.driver.metadata().default_settings, &settings);
+                        match device::check(&config, &merged) {
+                            Ok(()) => {
+                                config.settings = settings;
+                                let _ = ack.send(Ok(()));
+                            }
+                            Err(message) => {
+                                let _ = ack.send(Err(DriverError {
+                                    kind: "invalid-arguments",
+                                    message,
+                                }));
+                            }
+                        }
                     }
                 },
             }
@@ -465,11 +477,7 @@ impl Sandbox {
             .as_deref()
             .map(|system| runtime.systems.module_set(system))
             .unwrap_or_default();
-        let grant = Arc::new(Grant::new(
-            shared.id.clone(),
-            config.endpoint.clone(),
-            members,
-        ));
+        let grant = Arc::new(device::grant(&shared.id, config, members));
         let (transport_tx, transport_rx) = mpsc::channel(256);
         // The connection opens after `init`, so the tokenizer the driver chooses there
         // splits the very first bytes the device sends.
@@ -484,7 +492,7 @@ impl Sandbox {
         let (guest_tx, guest_rx) = mpsc::channel(256);
         let settings = merge_settings(&config.driver.metadata().default_settings, &config.settings);
         let settings_json = settings.to_string();
-        let state = SandboxState::new(
+        let mut state = SandboxState::new(
             runtime.clone(),
             shared.clone(),
             grant.clone(),
@@ -494,6 +502,14 @@ impl Sandbox {
             transport_rx,
             guest_tx,
         );
+        // An HTTP client needs no connection up front, so drivers may use it from `init`.
+        let http = config.driver.metadata().transport == TransportKind::Http;
+        if http {
+            match device::open(config, &grant, &settings, transport_tx.clone())? {
+                Some(DeviceLink::Http(link)) => state.http = Some(link),
+                Some(DeviceLink::Stream(_)) | None => {}
+            }
+        }
         let mut store = Store::new(&runtime.engine, state);
         store.limiter(|state| &mut state.limits);
         store.call_hook(|mut context, hook| {
@@ -532,28 +548,56 @@ impl Sandbox {
         };
         // A failed `init` is logged and leaves the module running, as the WIT says.
         let _init = sandbox.init(runtime, shared, &settings_json).await?;
+        sandbox.store.data_mut().transport_tx = Some(transport_tx.clone());
         match endpoint {
-            Some(endpoint) => {
-                let options = config.connection.clone();
-                let link = match config.driver.metadata().transport {
-                    TransportKind::Udp => {
-                        Link::Udp(UdpLink::spawn(endpoint, grant, options, transport_tx))
-                    }
-                    // `start_module` refuses TLS and HTTP, and a logic module has no
-                    // endpoint, so only TCP drivers get here.
-                    TransportKind::Tcp
-                    | TransportKind::Tls
-                    | TransportKind::Http
-                    | TransportKind::Logic => {
-                        Link::Tcp(Connection::spawn(endpoint, grant, options, transport_tx))
-                    }
-                };
-                sandbox.store.data_mut().attach(link);
+            Some(_) => {
+                if let Some(DeviceLink::Stream(link)) =
+                    device::open(config, &grant, &settings, transport_tx)?
+                {
+                    sandbox.store.data_mut().attach(link);
+                }
             }
+            // An HTTP module is online once its device answers.
+            None if http => {}
             // A logic module is online while it runs.
             None => shared.set_connected(runtime, true),
         }
         Ok(sandbox)
+    }
+
+    /// Rebuild the device link after settings that configure it changed (TLS trust,
+    /// HTTP authentication). The driver's tokenizer carries over; a stream link
+    /// reconnects.
+    fn relink(
+        &mut self,
+        runtime: &RuntimeInner,
+        shared: &ModuleShared,
+        config: &ModuleConfig,
+        merged: &Value,
+    ) -> Result<(), String> {
+        let Some(events) = self.store.data().transport_tx.clone() else {
+            return Ok(());
+        };
+        let grant = Arc::clone(&self.store.data().grant);
+        match device::open(config, &grant, merged, events)? {
+            Some(DeviceLink::Http(link)) => self.store.data_mut().http = Some(link),
+            Some(DeviceLink::Stream(link)) => {
+                if self.store.data().connection.is_none() {
+                    // Not attached yet (the first `init` has not returned); it will be.
+                    return Ok(());
+                }
+                shared.set_connected(runtime, false);
+                self.store.data_mut().attach(link);
+            }
+            None => return Ok(()),
+        }
+        emit_log(
+            runtime,
+            &shared.id,
+            LogLevel::Info,
+            "device link rebuilt for the new settings",
+        );
+        Ok(())
     }
 
     /// Arm the clocks for a call of at most `timeout`.
@@ -654,6 +698,10 @@ impl Sandbox {
                 shared.set_connected(runtime, false);
                 guest_call!(self, hook, |guest, store| guest.call_disconnected(store))
             }
+            Work::Transport(TransportEvent::Warning(warning)) => {
+                emit_log(runtime, &shared.id, LogLevel::Warn, &warning);
+                Ok(())
+            }
             Work::Transport(TransportEvent::Message(message)) => {
                 guest_call!(self, hook, |guest, store| guest
                     .call_received(store, &message))
@@ -673,10 +721,22 @@ impl Sandbox {
                 &value
             )),
             Work::Settings(settings, ack) => {
+                let defaults = &config.driver.metadata().default_settings;
+                let old = merge_settings(defaults, &config.settings);
+                let new = merge_settings(defaults, &settings);
+                if let Err(reason) = device::check(config, &new) {
+                    // Refused before anything changes: the module keeps its settings.
+                    let _ = ack.send(Err(DriverError {
+                        kind: "invalid-arguments",
+                        message: reason,
+                    }));
+                    return Ok(());
+                }
                 config.settings = settings;
-                let merged =
-                    merge_settings(&config.driver.metadata().default_settings, &config.settings)
-                        .to_string();
+                if device::link_settings(&old) != device::link_settings(&new) {
+                    self.relink(runtime, shared, config, &new)?;
+                }
+                let merged = new.to_string();
                 self.store.data_mut().settings_json = merged.clone();
                 let result = self.init(runtime, shared, &merged).await;
                 match result {

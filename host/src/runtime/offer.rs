@@ -1,14 +1,15 @@
 //! What the host offers a driver to import, and the check that refuses a component
 //! importing anything else — before it is compiled or instantiated.
 //!
-//! The offer is the `warden:driver@0.1.0` interfaces plus a capability-free slice of WASI
+//! The offer is the `warden:driver` interfaces of every version the host implements
+//! (0.1.0, and 0.1.1 which adds `http`) plus a capability-free slice of WASI
 //! 0.2 that the Rust standard library needs: I/O streams, clocks, random numbers, the CLI
 //! environment (empty), stdio (stdout/stderr become log lines, stdin is empty) and the
 //! filesystem types with no preopened directory. Sockets and name lookup are not offered,
 //! so a component importing them is refused by name.
 
-/// `warden:driver` interfaces, at each frozen version the host implements.
-const WARDEN_INTERFACES: &[&str] = &[
+/// `warden:driver` interfaces of version 0.1.0.
+const WARDEN_0_1_0: &[&str] = &[
     "types",
     "log",
     "status",
@@ -17,7 +18,20 @@ const WARDEN_INTERFACES: &[&str] = &[
     "timers",
     "system",
 ];
-const WARDEN_VERSIONS: &[&str] = &["0.1.0"];
+/// `warden:driver` interfaces of version 0.1.1: those of 0.1.0, unchanged, and `http`.
+const WARDEN_0_1_1: &[&str] = &[
+    "types",
+    "log",
+    "status",
+    "settings",
+    "transport",
+    "http",
+    "timers",
+    "system",
+];
+/// Each frozen version the host implements, with its interfaces. The host links the
+/// newest; wasmtime resolves an import of an older compatible version to it.
+const WARDEN_VERSIONS: &[(&str, &[&str])] = &[("0.1.0", WARDEN_0_1_0), ("0.1.1", WARDEN_0_1_1)];
 
 /// WASI 0.2 interfaces linked into every module's sandbox.
 pub(crate) const WASI_INTERFACES: &[&str] = &[
@@ -51,7 +65,9 @@ pub fn is_offered(name: &str) -> bool {
         return false;
     };
     if let Some(interface) = path.strip_prefix("warden:driver/") {
-        return WARDEN_INTERFACES.contains(&interface) && WARDEN_VERSIONS.contains(&version);
+        return WARDEN_VERSIONS
+            .iter()
+            .any(|(offered, interfaces)| *offered == version && interfaces.contains(&interface));
     }
     if let Some(interface) = path.strip_prefix("wasi:") {
         let patch = version
@@ -83,6 +99,9 @@ mod tests {
         assert!(is_offered("wasi:cli/environment@0.2.0"));
         assert!(!is_offered("warden:driver/transport@0.2.0"));
         assert!(!is_offered("warden:driver/http@0.1.0"));
+        assert!(is_offered("warden:driver/http@0.1.1"));
+        assert!(is_offered("warden:driver/system@0.1.1"));
+        assert!(!is_offered("warden:driver/http@0.1.2"));
         assert!(!is_offered("wasi:sockets/tcp@0.2.6"));
         assert!(!is_offered("wasi:sockets/ip-name-lookup@0.2.0"));
         assert!(!is_offered("wasi:http/outgoing-handler@0.2.6"));

@@ -17,13 +17,16 @@ use wasmtime_wasi::clocks::WasiClocksView as _;
 use wasmtime_wasi::filesystem::WasiFilesystemView as _;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::warden::driver::{log, settings, status, system, timers, transport, types};
+use super::bindings::warden::driver::{
+    http, log, settings, status, system, timers, transport, types,
+};
 use super::bindings::{DriverWorld, WitError};
 use super::module::ModuleShared;
 use super::stdio::LogPipe;
 use super::{ExecError, ExecOptions, LogLevel, RuntimeInner, systems};
 use crate::capability::{self, Decision, Grant, Request};
-use crate::transport::{Link, Tokenizer, TransportError, TransportEvent};
+use crate::transport::http::HttpRequest;
+use crate::transport::{HttpLink, Link, Tokenizer, TransportError, TransportEvent};
 
 /// Most timers one module may have running.
 pub const MAX_TIMERS: usize = 64;
@@ -128,12 +131,18 @@ pub(crate) struct SandboxState {
     pub(crate) shared: Arc<ModuleShared>,
     pub(crate) grant: Arc<Grant>,
     pub(crate) settings_json: String,
-    /// The device link (TCP or UDP); opened after the first `init`.
+    /// The device link (TCP, TLS or UDP); opened after the first `init`.
     pub(crate) connection: Option<Link>,
+    /// The HTTP client (HTTP drivers); ready before the first `init`.
+    pub(crate) http: Option<Arc<HttpLink>>,
+    /// Where links report their events; kept so a link can be rebuilt.
+    pub(crate) transport_tx: Option<mpsc::Sender<TransportEvent>>,
     /// Whether the module has a device endpoint (its connection may not be open yet).
     has_endpoint: bool,
     /// A tokenizer chosen before the connection opened.
     pending_tokenizer: Option<Tokenizer>,
+    /// The tokenizer the driver chose last, carried over when the link is rebuilt.
+    tokenizer: Option<Tokenizer>,
     max_message: usize,
     pub(crate) transport_events: mpsc::Receiver<TransportEvent>,
     /// Transport events that arrived while a call was waiting for something else; they are
@@ -195,8 +204,11 @@ impl SandboxState {
             grant,
             settings_json,
             connection: None,
+            http: None,
+            transport_tx: None,
             has_endpoint,
             pending_tokenizer: None,
+            tokenizer: None,
             max_message,
             transport_events,
             deferred: VecDeque::new(),
@@ -242,8 +254,11 @@ impl SandboxState {
     }
 
     /// Take over the device connection once `init` has run, applying the tokenizer the
-    /// driver chose before it opened.
+    /// driver chose before it opened (or, for a rebuilt link, the one it chose last).
     pub(crate) fn attach(&mut self, connection: Link) {
+        if self.connection.is_some() && self.pending_tokenizer.is_none() {
+            self.pending_tokenizer = self.tokenizer.clone();
+        }
         if let Some(tokenizer) = self.pending_tokenizer.take()
             && let Err(error) = connection.set_tokenizer(tokenizer)
         {
@@ -282,8 +297,8 @@ impl SandboxState {
                 Err(_) => return Err(WitError::Timeout("no reply from the device".into())),
                 Ok(None) => return Err(WitError::NotConnected("the connection is closed".into())),
                 Ok(Some(TransportEvent::Message(message))) => return Ok(message),
-                Ok(Some(TransportEvent::Connected)) => {
-                    self.deferred.push_back(TransportEvent::Connected)
+                Ok(Some(event @ (TransportEvent::Connected | TransportEvent::Warning(_)))) => {
+                    self.deferred.push_back(event)
                 }
                 Ok(Some(event @ TransportEvent::Disconnected { .. })) => {
                     let reason = match &event {
@@ -465,12 +480,26 @@ impl timers::Host for SandboxState {
     }
 }
 
+impl SandboxState {
+    /// The typed error for a failed transport or HTTP request; a denial is also written
+    /// to the module's log.
+    fn transport_error(&self, error: TransportError) -> WitError {
+        match error {
+            TransportError::Denied(reason) => self.deny(reason),
+            other => transport_error(other),
+        }
+    }
+}
+
 fn transport_error(error: TransportError) -> WitError {
     match error {
         TransportError::Denied(reason) => WitError::Denied(reason),
         TransportError::NotConnected(reason) => WitError::NotConnected(reason),
         TransportError::Timeout(reason) => WitError::Timeout(reason),
         TransportError::InvalidTokenizer(reason) => WitError::InvalidArguments(reason),
+        TransportError::InvalidRequest(reason) => WitError::InvalidArguments(reason),
+        TransportError::Limit(reason) => WitError::Limit(reason),
+        TransportError::Device(reason) => WitError::Device(reason),
         TransportError::Closed => WitError::NotConnected("the connection is closed".to_string()),
     }
 }
@@ -488,17 +517,23 @@ impl transport::Host for SandboxState {
             },
             transport::Tokenizer::Fixed(size) => Tokenizer::Fixed(size),
         };
-        match &self.connection {
-            Some(connection) => connection.set_tokenizer(tokenizer).map_err(transport_error),
+        let result = match &self.connection {
+            Some(connection) => connection
+                .set_tokenizer(tokenizer.clone())
+                .map_err(|e| self.transport_error(e)),
             None if self.has_endpoint => {
                 tokenizer
                     .validate(self.max_message)
                     .map_err(|e| WitError::InvalidArguments(e.to_string()))?;
-                self.pending_tokenizer = Some(tokenizer);
+                self.pending_tokenizer = Some(tokenizer.clone());
                 Ok(())
             }
             None => Err(self.deny("this module has no device connection".to_string())),
+        };
+        if result.is_ok() {
+            self.tokenizer = Some(tokenizer);
         }
+        result
     }
 
     async fn is_connected(&mut self) -> bool {
@@ -508,7 +543,7 @@ impl transport::Host for SandboxState {
     async fn send(&mut self, data: Vec<u8>) -> Result<(), WitError> {
         let deadline = self.clock.deadline;
         let result = self.connection()?.send(data, deadline).await;
-        result.map_err(transport_error)
+        result.map_err(|e| self.transport_error(e))
     }
 
     async fn request(&mut self, data: Vec<u8>, timeout_ms: u32) -> Result<Vec<u8>, WitError> {
@@ -521,7 +556,7 @@ impl transport::Host for SandboxState {
         };
         match sent {
             Ok(()) => self.wait_message(deadline, false).await,
-            Err(error) => Err(transport_error(error)),
+            Err(error) => Err(self.transport_error(error)),
         }
     }
 
@@ -678,6 +713,46 @@ impl HasData for HasIo {
 }
 
 /// A linker offering exactly the host's offer (see [`super::offer`]).
+impl http::Host for SandboxState {
+    async fn send(&mut self, request: http::Request) -> Result<http::Response, WitError> {
+        let Some(link) = self.http.clone() else {
+            return match capability::decide(&self.grant, Request::UseHttp) {
+                Decision::Deny(reason) => Err(self.deny(reason)),
+                Decision::Allow => Err(WitError::Failed("the module has no HTTP client".into())),
+            };
+        };
+        let deadline = if request.timeout_ms == 0 {
+            link.default_deadline()
+        } else {
+            Instant::now() + Duration::from_millis(u64::from(request.timeout_ms))
+        }
+        .min(self.clock.deadline);
+        let method = match request.method {
+            http::Method::Get => ::http::Method::GET,
+            http::Method::Head => ::http::Method::HEAD,
+            http::Method::Post => ::http::Method::POST,
+            http::Method::Put => ::http::Method::PUT,
+            http::Method::Patch => ::http::Method::PATCH,
+            http::Method::Delete => ::http::Method::DELETE,
+            http::Method::Options => ::http::Method::OPTIONS,
+        };
+        let request = HttpRequest {
+            method,
+            path: request.path,
+            headers: request.headers,
+            body: request.body,
+        };
+        match link.send(request, deadline).await {
+            Ok(response) => Ok(http::Response {
+                status: response.status,
+                headers: response.headers,
+                body: response.body,
+            }),
+            Err(error) => Err(self.transport_error(error)),
+        }
+    }
+}
+
 pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<SandboxState>> {
     use wasmtime_wasi::cli::WasiCli;
     use wasmtime_wasi::clocks::WasiClocks;

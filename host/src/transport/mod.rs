@@ -8,12 +8,20 @@
 //! device in the host is what lets the host enforce the grant, bound memory per device
 //! and log connection trouble in one place.
 
+pub mod http;
 mod resolve;
+mod stream;
 pub mod tcp;
+#[cfg(test)]
+mod testing;
+pub mod tls;
 pub mod tokenizer;
 pub mod udp;
 
+pub use http::{HttpLink, HttpOptions};
+pub use stream::DeviceStream;
 pub use tcp::{Connection, ConnectionOptions, LinkState, TransportEvent};
+pub use tls::DeviceTls;
 pub use tokenizer::{Splitter, Tokenizer, TokenizerError};
 pub use udp::UdpLink;
 
@@ -38,6 +46,15 @@ pub enum TransportError {
     /// The connection task has stopped and will not connect again.
     #[error("transport closed")]
     Closed,
+    /// The driver's request is malformed or asks for something the host owns.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// A limit of the module was reached (a response body over the limit).
+    #[error("limit: {0}")]
+    Limit(String),
+    /// The device answered with something that is not a valid answer.
+    #[error("device: {0}")]
+    Device(String),
 }
 
 /// A module's device link, of the kind its driver declares. The sandbox holds one of

@@ -41,6 +41,14 @@ pub(super) async fn resolve_allowed(
     if let Decision::Deny(reason) = capability::decide(grant, Request::Connect(endpoint)) {
         return Resolved::Denied(reason);
     }
+    // Counted only for an endpoint that is allowed at all; not permanent, so the caller
+    // backs off and tries again.
+    if let Decision::Deny(reason) = capability::decide(grant, Request::OpenConnection) {
+        return Resolved::Failed(Failure {
+            reason,
+            denied: true,
+        });
+    }
     let lookup = tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port));
     let resolved: Vec<SocketAddr> = match timeout_at(deadline, lookup).await {
         Ok(Ok(addresses)) => addresses.collect(),

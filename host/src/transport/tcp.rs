@@ -26,8 +26,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, WriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -35,6 +34,8 @@ use tokio::time::{Instant, sleep_until, timeout_at};
 
 use super::TransportError;
 use super::resolve::{Failure, Resolved, no_usable_address, resolve_allowed};
+use super::stream::DeviceStream;
+use super::tls::DeviceTls;
 use super::tokenizer::{Splitter, Tokenizer};
 use crate::capability::{self, Decision, Endpoint, Grant, Request};
 
@@ -72,6 +73,11 @@ pub struct ConnectionOptions {
     /// The largest message accepted from the device; larger ones close the connection,
     /// so a faulty or hostile device cannot grow host memory.
     pub max_message: usize,
+    /// Wrap the connection in TLS with this configuration (TLS drivers); `None` for
+    /// plain TCP. The runtime builds it from the module's settings.
+    pub tls: Option<DeviceTls>,
+    /// Allow the limited broadcast address (UDP only) when the endpoint is it.
+    pub allow_broadcast: bool,
 }
 
 impl Default for ConnectionOptions {
@@ -84,6 +90,8 @@ impl Default for ConnectionOptions {
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             max_message: 1024 * 1024,
+            tls: None,
+            allow_broadcast: false,
         }
     }
 }
@@ -94,6 +102,9 @@ impl Default for ConnectionOptions {
 pub enum TransportEvent {
     /// A connection to the device is open and writable.
     Connected,
+    /// Something about the connection the module's log must show (sent before the
+    /// `Connected` it concerns), such as TLS verification being off.
+    Warning(String),
     /// One whole message from the device, split by the current tokenizer.
     Message(Vec<u8>),
     /// The connection closed; `reason` says why, for the module's log.
@@ -377,7 +388,7 @@ struct Control {
 /// failure reported late cannot close a newer connection.
 #[derive(Debug)]
 struct Writer {
-    half: OwnedWriteHalf,
+    half: WriteHalf<DeviceStream>,
     generation: u64,
 }
 
@@ -459,7 +470,7 @@ impl Closed {
 struct Stop;
 
 enum Attempt {
-    Connected(TcpStream, SocketAddr),
+    Connected(DeviceStream, SocketAddr),
     /// The endpoint itself is refused; permanent.
     Denied(String),
     /// No connection this time; try again after back-off.
@@ -636,6 +647,7 @@ impl Worker {
             self.endpoint.clone(),
             Arc::clone(&self.grant),
             self.options.keepalive,
+            self.options.tls.clone(),
             deadline,
         );
         tokio::pin!(connect);
@@ -663,10 +675,18 @@ impl Worker {
     }
 
     /// Run one open connection until it closes; returns whether it proved useful.
-    async fn serve(&mut self, stream: TcpStream, peer: SocketAddr) -> Result<bool, Stop> {
+    async fn serve(&mut self, stream: DeviceStream, peer: SocketAddr) -> Result<bool, Stop> {
         self.generation = self.generation.wrapping_add(1);
         let generation = self.generation;
-        let (mut reader, writer) = stream.into_split();
+        if let Some(warning) = self
+            .options
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.danger_warning(&self.grant.module, &self.endpoint))
+        {
+            self.emit(TransportEvent::Warning(warning)).await?;
+        }
+        let (mut reader, writer) = tokio::io::split(stream);
         {
             let mut control = self.shared.control();
             control.failure = None;
@@ -796,22 +816,64 @@ impl Worker {
     }
 }
 
-/// Check, resolve, re-check and connect, all before `deadline`.
+/// Check, resolve, re-check, connect and (for TLS) handshake, all before `deadline`.
 async fn connect(
     endpoint: Endpoint,
     grant: Arc<Grant>,
     keepalive: Option<Duration>,
+    tls: Option<DeviceTls>,
     deadline: Instant,
 ) -> Attempt {
-    let (addresses, denial) = match resolve_allowed(&endpoint, &grant, deadline).await {
-        Resolved::Denied(reason) => return Attempt::Denied(reason),
-        Resolved::Failed(failure) => return Attempt::Failed(failure),
+    match open_stream(&endpoint, &grant, keepalive, tls.as_ref(), deadline).await {
+        Ok((stream, address)) => Attempt::Connected(stream, address),
+        Err(Opened::Denied(reason)) => Attempt::Denied(reason),
+        Err(Opened::Failed(failure)) => Attempt::Failed(failure),
+    }
+}
+
+/// Why [`open_stream`] did not open a stream.
+pub(super) enum Opened {
+    /// The endpoint itself is refused; permanent.
+    Denied(String),
+    /// No stream this time (a socket error, a refused address, the connection rate
+    /// limit, a failed handshake).
+    Failed(Failure),
+}
+
+/// Check, resolve, re-check, connect to the first allowed address that answers and, with
+/// `tls`, run the handshake, all before `deadline`. Shared by the TCP transport and the
+/// HTTP client so that both reach devices the same way.
+pub(super) async fn open_stream(
+    endpoint: &Endpoint,
+    grant: &Grant,
+    keepalive: Option<Duration>,
+    tls: Option<&DeviceTls>,
+    deadline: Instant,
+) -> Result<(DeviceStream, SocketAddr), Opened> {
+    let (addresses, denial) = match resolve_allowed(endpoint, grant, deadline).await {
+        Resolved::Denied(reason) => return Err(Opened::Denied(reason)),
+        Resolved::Failed(failure) => return Err(Opened::Failed(failure)),
         Resolved::Allowed { addresses, denial } => (addresses, denial),
     };
     let mut failure = None;
     for address in addresses {
         match timeout_at(deadline, open_socket(address, keepalive)).await {
-            Ok(Ok(stream)) => return Attempt::Connected(stream, address),
+            Ok(Ok(stream)) => {
+                let Some(tls) = tls else {
+                    return Ok((DeviceStream::Plain(stream), address));
+                };
+                return match timeout_at(deadline, tls.handshake(stream)).await {
+                    Ok(Ok(stream)) => Ok((DeviceStream::Tls(Box::new(stream)), address)),
+                    Ok(Err(error)) => Err(Opened::Failed(Failure {
+                        reason: format!("TLS handshake with {address} failed: {error}"),
+                        denied: false,
+                    })),
+                    Err(_) => Err(Opened::Failed(Failure {
+                        reason: format!("TLS handshake with {address} timed out"),
+                        denied: false,
+                    })),
+                };
+            }
             Ok(Err(error)) => failure = Some(format!("{address}: {error}")),
             Err(_) => {
                 failure = Some(format!("{address}: connect timed out"));
@@ -819,7 +881,7 @@ async fn connect(
             }
         }
     }
-    Attempt::Failed(no_usable_address(&endpoint, failure, denial))
+    Err(Opened::Failed(no_usable_address(endpoint, failure, denial)))
 }
 
 /// Connect with Nagle off (commands are small and latency matters more than packet
@@ -1064,6 +1126,7 @@ mod tests {
                     open = false;
                 }
                 TransportEvent::Message(_) => panic!("no message was sent"),
+                TransportEvent::Warning(warning) => panic!("unexpected warning: {warning}"),
             }
         }
         assert_ne!(connection.state(), LinkState::Stopped);
