@@ -7,6 +7,7 @@
 )]
 
 mod drivers;
+mod network;
 mod runtime;
 mod sandbox;
 mod support;

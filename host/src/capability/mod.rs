@@ -11,8 +11,12 @@
 //! 3. A connection is allowed only to the endpoint the deployer configured for the module
 //!    (same host name or address and port); anything else is denied.
 //! 4. A resolved address is allowed only when it came from resolving that endpoint and is
-//!    not an unspecified address (`0.0.0.0`, `::`). IPv4-mapped IPv6 addresses are compared
-//!    as the IPv4 address they carry, so the two spellings cannot diverge.
+//!    not an unspecified address (`0.0.0.0`, `::`). A loopback or link-local address
+//!    (`127.0.0.0/8`, `::1`, `169.254.0.0/16` — where cloud metadata services live —
+//!    `fe80::/10`) is allowed only when the deployer wrote it as the endpoint's address or
+//!    wrote `localhost`: a device's DNS name that resolves there is refused, so DNS cannot
+//!    turn a device endpoint into the host's own services. IPv4-mapped IPv6 addresses are
+//!    compared as the IPv4 address they carry, so the two spellings cannot diverge.
 //! 5. A broadcast or multicast address is refused unless the module's configuration allows
 //!    broadcast explicitly, and then only the limited broadcast `255.255.255.255` (never
 //!    multicast). A subnet-directed broadcast depends on the interfaces; the kernel refuses
@@ -278,6 +282,13 @@ pub fn decide(grant: &Grant, request: Request<'_>) -> Decision {
                         Decision::Deny(format!(
                             "address rule: {endpoint} resolved to the unspecified address {ip}"
                         ))
+                    } else if is_loopback_or_link_local(ip) && !names_host_itself(&endpoint.host) {
+                        Decision::Deny(format!(
+                            "address rule: the name {} resolved to {ip}, a loopback or \
+                             link-local address, which is reachable only when configured as \
+                             the endpoint's address",
+                            endpoint.host
+                        ))
                     } else if is_multicast(ip) {
                         Decision::Deny(format!(
                             "broadcast rule: {endpoint} resolved to the multicast address {ip}"
@@ -329,6 +340,20 @@ pub fn decide(grant: &Grant, request: Request<'_>) -> Decision {
         tracing::warn!(module = %grant.module, %reason, "capability denied");
     }
     decision
+}
+
+/// Whether `ip` is a loopback or link-local address. Expects a [`canonical_ip`].
+fn is_loopback_or_link_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unicast_link_local(),
+    }
+}
+
+/// Whether the endpoint's host names a loopback or link-local address explicitly: an IP
+/// literal, or `localhost`.
+fn names_host_itself(host: &str) -> bool {
+    host.parse::<IpAddr>().is_ok() || host == "localhost"
 }
 
 /// Whether `ip` is a multicast address. Expects a [`canonical_ip`].
@@ -437,6 +462,96 @@ mod tests {
             canonical_ip("::ffff:127.0.0.1".parse().unwrap()),
             "127.0.0.1".parse::<IpAddr>().unwrap()
         );
+    }
+
+    #[test]
+    fn names_cannot_resolve_to_loopback_or_link_local() {
+        let grant = grant();
+        let own: Endpoint = "projector.local:4352".parse().unwrap();
+        for addr in [
+            "127.0.0.1:4352",
+            "127.9.9.9:4352",
+            "[::1]:4352",
+            "[::ffff:127.0.0.1]:4352",
+            "169.254.169.254:4352",
+            "[fe80::1]:4352",
+        ] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            match decide(&grant, Request::ConnectResolved(&own, addr)) {
+                Decision::Deny(reason) => assert!(reason.contains("address rule"), "{reason}"),
+                Decision::Allow => panic!("{addr} was allowed for a name"),
+            }
+        }
+        // Configured explicitly, as an address or as `localhost`, they are allowed.
+        for (endpoint, addr) in [
+            ("127.0.0.1:80", "127.0.0.1:80"),
+            ("169.254.1.2:80", "169.254.1.2:80"),
+            ("localhost:80", "[::1]:80"),
+        ] {
+            let endpoint: Endpoint = endpoint.parse().unwrap();
+            let grant = Grant::new("m", Some(endpoint.clone()), BTreeSet::new());
+            let addr: SocketAddr = addr.parse().unwrap();
+            assert_eq!(
+                decide(&grant, Request::ConnectResolved(&endpoint, addr)),
+                Decision::Allow
+            );
+        }
+    }
+
+    #[test]
+    fn the_connection_rate_is_bounded() {
+        let grant = grant();
+        let allowed = (0..CONNECTION_BURST * 2)
+            .filter(|_| decide(&grant, Request::OpenConnection) == Decision::Allow)
+            .count();
+        // The burst, plus at most what refills while the loop runs.
+        assert!(
+            (CONNECTION_BURST as usize..CONNECTION_BURST as usize + 3).contains(&allowed),
+            "{allowed}"
+        );
+        match decide(&grant, Request::OpenConnection) {
+            Decision::Deny(reason) => assert!(reason.contains("connection rate limit")),
+            Decision::Allow => panic!("the burst was exceeded"),
+        }
+    }
+
+    #[test]
+    fn http_only_to_the_base_uri_origin() {
+        let base: BaseUri = "https://display.example:8443/api".parse().unwrap();
+        let grant = Grant::new("m", None, BTreeSet::new()).with_base_uri(base.clone());
+        assert_eq!(decide(&grant, Request::UseHttp), Decision::Allow);
+        assert_eq!(
+            decide(&grant, Request::HttpRequest(&base.origin)),
+            Decision::Allow
+        );
+        let other = Origin::of(&"https://display.example:9443/".parse().unwrap()).unwrap();
+        assert!(matches!(
+            decide(&grant, Request::HttpRedirect(&other)),
+            Decision::Deny(reason) if reason.contains("origin rule")
+        ));
+        let plain = Origin::of(&"http://display.example:8443/".parse().unwrap()).unwrap();
+        assert!(matches!(
+            decide(&grant, Request::HttpRequest(&plain)),
+            Decision::Deny(_)
+        ));
+        let none = Grant::new("m", None, BTreeSet::new());
+        assert!(matches!(decide(&none, Request::UseHttp), Decision::Deny(_)));
+    }
+
+    #[test]
+    fn broadcast_only_when_allowed_and_never_multicast() {
+        let broadcast: Endpoint = "255.255.255.255:47808".parse().unwrap();
+        let grant = Grant::new("m", Some(broadcast.clone()), BTreeSet::new()).with_broadcast(true);
+        let limited: SocketAddr = "255.255.255.255:47808".parse().unwrap();
+        assert_eq!(
+            decide(&grant, Request::ConnectResolved(&broadcast, limited)),
+            Decision::Allow
+        );
+        let multicast: SocketAddr = "224.0.0.1:47808".parse().unwrap();
+        assert!(matches!(
+            decide(&grant, Request::ConnectResolved(&broadcast, multicast)),
+            Decision::Deny(_)
+        ));
     }
 
     #[test]

@@ -640,7 +640,8 @@ impl Sandbox {
         config: &mut ModuleConfig,
         control: &mut mpsc::Receiver<Control>,
     ) -> Outcome {
-        let mut has_transport = self.store.data().connection.is_some();
+        let mut has_transport =
+            self.store.data().connection.is_some() || self.store.data().http.is_some();
         loop {
             let work = match self.store.data_mut().deferred.pop_front() {
                 Some(event) => Work::Transport(event),

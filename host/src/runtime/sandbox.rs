@@ -386,13 +386,11 @@ impl SandboxState {
         let Some(system) = self.shared.system() else {
             return Err(self.deny("this module belongs to no system".to_string()));
         };
-        let Some(id) = systems::resolve(&self.runtime, system, name) else {
-            return Err(WitError::InvalidArguments(format!(
-                "no module `{name}` in this system"
-            )));
-        };
         self.grant
             .set_system_modules(self.runtime.systems.module_set(system));
+        // A name that is not a module name of the system is decided as a module id: an id
+        // of the system is as good as its name, anything else is outside the system.
+        let id = systems::resolve(&self.runtime, system, name).unwrap_or_else(|| name.to_string());
         match capability::decide(&self.grant, Request::Module(&id)) {
             Decision::Allow => Ok(id),
             Decision::Deny(reason) => Err(self.deny(reason)),

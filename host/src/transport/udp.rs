@@ -474,7 +474,7 @@ async fn bind(endpoint: &Endpoint, grant: &Grant, deadline: Instant) -> Attempt 
     };
     let mut failure = None;
     for address in addresses {
-        match open_socket(address).await {
+        match open_socket(address, grant.allow_broadcast).await {
             Ok(socket) => return Attempt::Bound(socket, address),
             // Without SO_BROADCAST the kernel refuses a broadcast destination it knows
             // from the interface configuration: the same rule as `decide`'s.
@@ -490,14 +490,20 @@ async fn bind(endpoint: &Endpoint, grant: &Grant, deadline: Instant) -> Attempt 
 }
 
 /// Bind an ephemeral port on the unspecified address of `address`'s family and connect
-/// to `address`, so the kernel delivers only datagrams from it. `SO_BROADCAST` stays off.
-async fn open_socket(address: SocketAddr) -> std::io::Result<UdpSocket> {
+/// to `address`, so the kernel delivers only datagrams from it. `SO_BROADCAST` stays off
+/// unless the module is allowed to broadcast and `address` is the limited broadcast
+/// (send-only, as for Wake-on-LAN: answers come from unicast addresses, which the
+/// connected socket does not deliver).
+async fn open_socket(address: SocketAddr, allow_broadcast: bool) -> std::io::Result<UdpSocket> {
     let local = if address.is_ipv4() {
         SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
     } else {
         SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
     };
     let socket = UdpSocket::bind(local).await?;
+    if allow_broadcast && matches!(address, SocketAddr::V4(v4) if v4.ip().is_broadcast()) {
+        socket.set_broadcast(true)?;
+    }
     socket.connect(address).await?;
     Ok(socket)
 }

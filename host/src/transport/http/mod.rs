@@ -370,6 +370,24 @@ impl HttpLink {
     /// absolute path and query.
     fn uri_for(&self, path: &str) -> Result<http::Uri, TransportError> {
         let invalid = |why: &str| TransportError::InvalidRequest(format!("path `{path}`: {why}"));
+        // A URI with an authority names a place: decide on it like any request, so an
+        // attempt at another origin is denied and logged as such.
+        let scheme_relative = path
+            .starts_with("//")
+            .then(|| format!("{}:{path}", self.base.origin.scheme.as_str()));
+        if let Some(origin) = scheme_relative
+            .as_deref()
+            .or(Some(path))
+            .and_then(|text| text.parse::<http::Uri>().ok())
+            .and_then(|uri| Origin::of(&uri))
+        {
+            if let Decision::Deny(reason) =
+                capability::decide(&self.grant, Request::HttpRequest(&origin))
+            {
+                return Err(TransportError::Denied(reason));
+            }
+            return Err(invalid("give a path after the base URI, not a URI"));
+        }
         if !path.starts_with('/') {
             return Err(invalid("must start with `/`"));
         }
@@ -876,7 +894,6 @@ mod client_tests {
         );
         for path in [
             "relative",
-            "//evil.example/x",
             "/a/../b",
             "/a/%2E%2e/b",
             "/a b",
@@ -896,6 +913,13 @@ mod client_tests {
             assert!(
                 matches!(error, TransportError::InvalidRequest(_)),
                 "{name}: {error:?}"
+            );
+        }
+        for path in ["//evil.example/x", "http://evil.example/x"] {
+            let error = link.send(get(path), soon()).await.unwrap_err();
+            assert!(
+                matches!(error, TransportError::Denied(_)),
+                "{path}: {error:?}"
             );
         }
         assert_eq!(server.accepted.load(Ordering::SeqCst), 0);
