@@ -85,6 +85,9 @@ struct RunArgs {
     /// Most CPU time one call into the driver may use, in milliseconds.
     #[arg(long, default_value_t = 1_000)]
     cpu_ms_per_call: u64,
+    /// HTTP drivers: the largest response body accepted, in bytes.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    max_body_bytes: usize,
 }
 
 /// Run the command line; the process exit code is 0 on success, 1 when the device or
@@ -303,6 +306,7 @@ fn run(args: &RunArgs, cache_dir: PathBuf) -> anyhow::Result<ExitCode> {
         module_config.limits.exec_timeout = timeout;
         module_config.limits.memory_bytes = args.memory_mib.saturating_mul(1 << 20);
         module_config.limits.cpu_per_call = Duration::from_millis(args.cpu_ms_per_call);
+        module_config.http.max_body = args.max_body_bytes;
         // Subscribe before the module starts, so its first log lines are shown too.
         let events = runtime.events();
         let module = runtime.start_module(module_config)?;

@@ -667,3 +667,52 @@ async fn a_udp_driver_talks_datagrams_to_its_endpoint() {
     }
     runtime.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_for_an_offline_device_wait_or_fail_as_asked() {
+    use warden::runtime::OfflinePolicy;
+    // Nothing listens on this port: the device is offline.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let runtime = support::runtime();
+    let driver = support::load(&runtime, guests::ECHO);
+    let mut config = ModuleConfig::new("offline", driver);
+    config.endpoint = Some(addr.to_string().parse().unwrap());
+    let module = support::start(&runtime, config).await;
+    support::wait_status(&module, "connected", &json!(false)).await;
+
+    let started = std::time::Instant::now();
+    let failed = module
+        .exec(
+            "ask",
+            json!(["now or never"]),
+            ExecOptions {
+                offline: OfflinePolicy::Fail,
+                ..ExecOptions::default()
+            },
+        )
+        .await;
+    assert!(matches!(failed, Err(ExecError::Offline(_))), "{failed:?}");
+    assert!(started.elapsed() < Duration::from_millis(500));
+
+    // Kept: it waits for the device until its own deadline, then reports why.
+    let started = std::time::Instant::now();
+    let kept = module
+        .exec(
+            "ask",
+            json!(["when you can", 5000]),
+            ExecOptions {
+                timeout: Some(Duration::from_millis(800)),
+                ..ExecOptions::default()
+            },
+        )
+        .await;
+    assert!(started.elapsed() >= Duration::from_millis(700), "{kept:?}");
+    assert!(
+        matches!(&kept, Err(ExecError::Driver(e)) if e.kind == "not-connected" || e.kind == "timeout")
+            || matches!(kept, Err(ExecError::Timeout(_))),
+        "{kept:?}"
+    );
+    runtime.shutdown().await;
+}

@@ -33,7 +33,7 @@ use crate::transport::{ConnectionOptions, HttpOptions};
 
 pub use cache::{CacheOutcome, ComponentCache};
 pub use module::{ModuleHandle, ModuleState};
-pub use queue::ExecOptions;
+pub use queue::{ExecOptions, OfflinePolicy};
 pub use status::{StatusChange, StatusMap};
 
 use bindings::DriverWorldPre;
@@ -305,6 +305,10 @@ pub enum ExecError {
     /// The sandbox was killed while running it.
     #[error("the module crashed: {0}")]
     Crashed(String),
+    /// The device is offline and the command asked to fail rather than wait
+    /// ([`OfflinePolicy::Fail`]).
+    #[error("the device is offline: {0}")]
+    Offline(String),
 }
 
 /// An error the driver itself returned, by WIT error case.

@@ -14,7 +14,7 @@ use wasmtime::{Store, UpdateDeadline};
 use super::bindings::{DriverWorld, WitError};
 use super::device::{self, DeviceLink};
 use super::engine::EPOCH_TICK;
-use super::queue::{CommandQueue, QueuedExec};
+use super::queue::{CommandQueue, OfflinePolicy, QueuedExec};
 use super::sandbox::{CallClock, GuestEvent, SandboxState};
 use super::status::{StatusChange, StatusMap};
 use super::stdio::{Admit, LogBudget, emit_log};
@@ -114,7 +114,26 @@ impl ModuleShared {
                 module: self.id.clone(),
                 connected,
             });
+            if !connected {
+                let failed = self
+                    .queue
+                    .fail_offline("the connection to the device was lost");
+                if failed > 0 {
+                    emit_log(
+                        runtime,
+                        &self.id,
+                        LogLevel::Info,
+                        &format!("{failed} queued command(s) failed: the device went offline"),
+                    );
+                }
+            }
         }
+    }
+
+    /// Whether the device is known to be offline (`connected` is `false`, not merely
+    /// unset, as for an HTTP module that has not made a request yet).
+    fn offline(&self) -> bool {
+        self.status.get("connected") == Some(Value::Bool(false))
     }
 }
 
@@ -204,6 +223,11 @@ impl ModuleHandle {
         if !matches!(args, Value::Array(_) | Value::Object(_) | Value::Null) {
             return Err(ExecError::InvalidArguments(
                 "arguments must be a JSON array or object".to_string(),
+            ));
+        }
+        if options.offline == OfflinePolicy::Fail && self.shared.offline() {
+            return Err(ExecError::Offline(
+                "the device is not connected".to_string(),
             ));
         }
         let timeout = options.timeout.unwrap_or(self.shared.limits.exec_timeout);
@@ -551,6 +575,8 @@ impl Sandbox {
         sandbox.store.data_mut().transport_tx = Some(transport_tx.clone());
         match endpoint {
             Some(_) => {
+                // Offline until the link says otherwise.
+                shared.set_connected(runtime, false);
                 if let Some(DeviceLink::Stream(link)) =
                     device::open(config, &grant, &settings, transport_tx)?
                 {

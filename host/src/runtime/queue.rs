@@ -24,6 +24,22 @@ pub struct ExecOptions {
     pub timeout: Option<Duration>,
     /// Further attempts after a timeout, a lost connection or a crash.
     pub retries: u32,
+    /// What happens to the command while the module's device is offline.
+    pub offline: OfflinePolicy,
+}
+
+/// What a queued command does while the module's device is offline (its `connected`
+/// status is `false`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OfflinePolicy {
+    /// Stay queued and wait for the device until the command's own timeout: for commands
+    /// that should still happen when the device comes back (a scheduled power-on).
+    #[default]
+    Keep,
+    /// Fail at once when queued while the device is offline, and when the device goes
+    /// offline while it waits: for commands whose moment has passed if not run now (a
+    /// button press).
+    Fail,
 }
 
 impl Default for ExecOptions {
@@ -33,6 +49,7 @@ impl Default for ExecOptions {
             name: None,
             timeout: None,
             retries: 0,
+            offline: OfflinePolicy::Keep,
         }
     }
 }
@@ -181,6 +198,24 @@ impl CommandQueue {
         }
     }
 
+    /// Answer every queued command whose policy is [`OfflinePolicy::Fail`] with
+    /// [`ExecError::Offline`]; the others stay. Returns how many failed.
+    pub fn fail_offline(&self, reason: &str) -> usize {
+        let mut inner = self.inner();
+        let failing: Vec<Key> = inner
+            .items
+            .iter()
+            .filter(|(_, exec)| exec.options.offline == OfflinePolicy::Fail)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in &failing {
+            if let Some(exec) = inner.items.remove(key) {
+                let _ = exec.reply.send(Err(ExecError::Offline(reason.to_string())));
+            }
+        }
+        failing.len()
+    }
+
     /// Commands waiting.
     #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
@@ -191,6 +226,25 @@ impl CommandQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn going_offline_fails_only_the_commands_that_asked_for_it() {
+        let queue = CommandQueue::new(8);
+        let (mut keep, keep_rx) = exec("keep", 50, None);
+        keep.options.offline = OfflinePolicy::Keep;
+        let (mut fail, fail_rx) = exec("fail", 50, None);
+        fail.options.offline = OfflinePolicy::Fail;
+        queue.push(keep).unwrap();
+        queue.push(fail).unwrap();
+        assert_eq!(queue.fail_offline("connection lost"), 1);
+        assert_eq!(
+            fail_rx.await.unwrap(),
+            Err(ExecError::Offline("connection lost".to_string()))
+        );
+        assert_eq!(queue.len(), 1);
+        assert_eq!(queue.pop().unwrap().function, "keep");
+        drop(keep_rx);
+    }
 
     fn exec(
         function: &str,

@@ -393,7 +393,7 @@ impl SandboxState {
         let id = systems::resolve(&self.runtime, system, name).unwrap_or_else(|| name.to_string());
         match capability::decide(&self.grant, Request::Module(&id)) {
             Decision::Allow => Ok(id),
-            Decision::Deny(reason) => Err(self.deny(reason)),
+            Decision::Deny(reason) => Err(self.deny(format!("`{name}`: {reason}"))),
         }
     }
 }
@@ -590,6 +590,7 @@ fn exec_error(error: ExecError) -> WitError {
         ExecError::InvalidArguments(message) => WitError::InvalidArguments(message),
         ExecError::Timeout(after) => WitError::Timeout(format!("no result within {after:?}")),
         ExecError::QueueFull(_) => WitError::Limit(error.to_string()),
+        ExecError::Offline(message) => WitError::NotConnected(message),
         other => WitError::Failed(other.to_string()),
     }
 }
