@@ -42,6 +42,14 @@ async fn forbidden_target() -> (SocketAddr, Arc<AtomicUsize>) {
 async fn http_server(
     respond: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static,
 ) -> (SocketAddr, Arc<AtomicUsize>) {
+    serve_http(respond, None).await
+}
+
+/// [`http_server`], over TLS with `acceptor` when given.
+async fn serve_http(
+    respond: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static,
+    acceptor: Option<TlsAcceptor>,
+) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let count = Arc::new(AtomicUsize::new(0));
@@ -51,25 +59,40 @@ async fn http_server(
         while let Ok((stream, _)) = listener.accept().await {
             counter.fetch_add(1, Ordering::SeqCst);
             let respond = Arc::clone(&respond);
+            let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let (read, mut write) = stream.into_split();
-                let mut lines = BufReader::new(read).lines();
-                while let Ok(Some(request_line)) = lines.next_line().await {
-                    // Skip the headers (requests here have no body).
-                    while let Ok(Some(header)) = lines.next_line().await {
-                        if header.is_empty() {
-                            break;
+                match acceptor {
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            answer_requests(stream, respond.as_ref()).await;
                         }
                     }
-                    let response = respond(&request_line);
-                    if write.write_all(&response).await.is_err() {
-                        return;
-                    }
+                    None => answer_requests(stream, respond.as_ref()).await,
                 }
             });
         }
     });
     (addr, count)
+}
+
+async fn answer_requests<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
+    stream: S,
+    respond: &(dyn Fn(&str) -> Vec<u8> + Send + Sync),
+) {
+    let (read, mut write) = tokio::io::split(stream);
+    let mut lines = BufReader::new(read).lines();
+    while let Ok(Some(request_line)) = lines.next_line().await {
+        // Skip the headers (requests here have no body).
+        while let Ok(Some(header)) = lines.next_line().await {
+            if header.is_empty() {
+                break;
+            }
+        }
+        let response = respond(&request_line);
+        if write.write_all(&response).await.is_err() {
+            return;
+        }
+    }
 }
 
 fn response(status: &str, headers: &str, body: &str) -> Vec<u8> {
@@ -120,9 +143,9 @@ async fn a_component_built_against_wit_0_1_0_still_runs() {
     runtime.shutdown().await;
 }
 
-/// A TLS line-echo server with a fresh self-signed certificate; returns its address,
-/// the certificate's SHA-256 fingerprint and the handshake count.
-async fn tls_line_echo() -> (SocketAddr, String, Arc<AtomicUsize>) {
+/// A TLS acceptor with a fresh self-signed certificate, and the certificate's SHA-256
+/// fingerprint.
+fn self_signed_acceptor() -> (TlsAcceptor, String) {
     let key = KeyPair::generate().unwrap();
     let cert = CertificateParams::new(vec!["device.invalid".to_string()])
         .unwrap()
@@ -139,7 +162,13 @@ async fn tls_line_echo() -> (SocketAddr, String, Arc<AtomicUsize>) {
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
         )
         .unwrap();
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+    (TlsAcceptor::from(Arc::new(config)), fingerprint)
+}
+
+/// A TLS line-echo server with a fresh self-signed certificate; returns its address,
+/// the certificate's SHA-256 fingerprint and the handshake count.
+async fn tls_line_echo() -> (SocketAddr, String, Arc<AtomicUsize>) {
+    let (acceptor, fingerprint) = self_signed_acceptor();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let handshakes = Arc::new(AtomicUsize::new(0));
@@ -234,7 +263,100 @@ async fn a_tls_driver_talks_only_to_a_verified_device() {
             .unwrap(),
         json!("tls said still")
     );
-    assert!(handshakes.load(Ordering::SeqCst) >= 2);
+    // New trust settings rebuild the link: a wrong pin now refuses the same device…
+    pinned
+        .update_settings(json!({ "tls_fingerprint_sha256": "ab".repeat(32) }))
+        .await
+        .unwrap();
+    let error = pinned
+        .exec("ask", json!(["again"]), ExecOptions::default())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("pinned"), "{error}");
+    // …and the right one restores it.
+    pinned
+        .update_settings(json!({ "tls_fingerprint_sha256": fingerprint }))
+        .await
+        .unwrap();
+    assert_eq!(
+        pinned
+            .exec("ask", json!(["back"]), ExecOptions::default())
+            .await
+            .unwrap(),
+        json!("tls said back")
+    );
+    assert!(handshakes.load(Ordering::SeqCst) >= 3);
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_requests_verify_the_device_and_danger_mode_is_logged() {
+    let (acceptor, fingerprint) = self_signed_acceptor();
+    let (device, _) = serve_http(|_| response("200 OK", "", "secure"), Some(acceptor)).await;
+    let runtime = support::runtime();
+    let driver = support::load(&runtime, guests::NET_PROBE);
+    let mut events = runtime.events();
+    let base = format!("https://{device}/");
+    let start = |id: &str, settings: Value| {
+        let mut config = ModuleConfig::new(id, driver.clone());
+        config.base_uri = Some(base.parse().unwrap());
+        config.settings = settings;
+        support::start(&runtime, config)
+    };
+    let pinned = start(
+        "https-pinned",
+        json!({ "tls_fingerprint_sha256": fingerprint }),
+    )
+    .await;
+    let reply = pinned
+        .exec("fetch", json!(["/x"]), ExecOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(reply, json!({ "status": 200, "bytes": 6 }));
+    let untrusted = start("https-default", json!({})).await;
+    let error = untrusted
+        .exec("fetch", json!(["/x"]), ExecOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(driver_error_kind(&error), "not-connected", "{error}");
+    assert!(error.to_string().contains("certificate"), "{error}");
+    assert_ne!(untrusted.status("connected"), Some(json!(true)));
+    let danger = start(
+        "https-danger",
+        json!({ "danger_accept_invalid_certs": true }),
+    )
+    .await;
+    danger
+        .exec("fetch", json!(["/x"]), ExecOptions::default())
+        .await
+        .unwrap();
+    wait_log(&mut events, "https-danger", "verification is off").await;
+    // TLS settings on a plain-http base URI are refused rather than ignored.
+    let mut config = ModuleConfig::new("http-with-tls", driver.clone());
+    config.base_uri = Some(format!("http://{device}").parse().unwrap());
+    config.settings = json!({ "tls_fingerprint_sha256": fingerprint });
+    assert!(matches!(
+        runtime.start_module(config),
+        Err(StartError::InvalidSettings(_))
+    ));
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_module_aimed_at_the_broadcast_address_is_refused() {
+    let runtime = support::runtime();
+    let driver = support::load(&runtime, guests::UDP_ECHO);
+    let mut events = runtime.events();
+    let mut config = ModuleConfig::new("shout", driver);
+    config.endpoint = Some("255.255.255.255:47808".parse().unwrap());
+    let module = support::start(&runtime, config).await;
+    let error = module
+        .exec("ask", json!(["who is there"]), ExecOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(driver_error_kind(&error), "denied", "{error}");
+    assert!(error.to_string().contains("broadcast rule"), "{error}");
+    wait_log(&mut events, "shout", "broadcast rule").await;
     runtime.shutdown().await;
 }
 
