@@ -9,7 +9,9 @@
 //!    [`CONNECTION_BURST`] in a burst or more than [`CONNECTIONS_PER_SECOND`] per second
 //!    on average, so that a driver cannot flood its device or exhaust the host's sockets.
 //! 3. A connection is allowed only to the endpoint the deployer configured for the module
-//!    (same host name or address and port); anything else is denied.
+//!    (same host name or address and port); anything else is denied. The stream and
+//!    datagram transport is usable only by a module with such an endpoint (not an HTTP or
+//!    logic module).
 //! 4. A resolved address is allowed only when it came from resolving that endpoint and is
 //!    not an unspecified address (`0.0.0.0`, `::`). A loopback or link-local address
 //!    (`127.0.0.0/8`, `::1`, `169.254.0.0/16` — where cloud metadata services live —
@@ -27,7 +29,7 @@
 //!    URI makes no HTTP requests at all.
 //! 7. A cross-module call (status read, subscription, exec) is allowed only to another
 //!    module of the caller's own system, never to the caller itself (that would deadlock
-//!    its queue).
+//!    its queue); a module that belongs to no system reaches no module at all.
 //! 8. Everything else is denied.
 //!
 //! Denials are counted per module, logged with the rule that refused them, and reach the
@@ -39,7 +41,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 pub use uri::{BaseUri, Origin, Scheme, UriError};
@@ -129,10 +131,13 @@ pub struct Grant {
     pub base_uri: Option<BaseUri>,
     /// Whether the deployer allowed the limited broadcast address for this module.
     pub allow_broadcast: bool,
+    /// Whether the module belongs to a system (logic drivers reach others through it).
+    pub in_a_system: bool,
     /// The modules of the module's system, by id; systems change at run time.
     system_modules: RwLock<BTreeSet<String>>,
     connections: Mutex<ConnectionBudget>,
-    denials: AtomicU64,
+    /// Shared with the module, so the count survives the sandbox's restarts.
+    denials: Arc<AtomicU64>,
 }
 
 /// A token bucket of new connections: [`CONNECTION_BURST`] tokens, refilled at
@@ -173,6 +178,10 @@ impl ConnectionBudget {
 pub enum Request<'a> {
     /// Read the module's own settings.
     OwnSettings,
+    /// Use the stream/datagram transport at all.
+    UseStream,
+    /// Use the system interface at all.
+    UseSystem,
     /// Open a new connection or socket (counted against the module's connection rate).
     OpenConnection,
     /// Open a connection to `endpoint`.
@@ -210,10 +219,18 @@ impl Grant {
             endpoint,
             base_uri: None,
             allow_broadcast: false,
+            in_a_system: false,
             system_modules: RwLock::new(system_modules),
             connections: Mutex::new(ConnectionBudget::default()),
-            denials: AtomicU64::new(0),
+            denials: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// This grant, counting its denials in `counter` (the module's, kept across
+    /// restarts) instead of a counter of its own.
+    pub fn counting_denials_in(mut self, counter: Arc<AtomicU64>) -> Self {
+        self.denials = counter;
+        self
     }
 
     /// This grant for an HTTP driver whose requests go to `base_uri`: its endpoint
@@ -221,6 +238,12 @@ impl Grant {
     pub fn with_base_uri(mut self, base_uri: BaseUri) -> Self {
         self.endpoint = Some(base_uri.origin.endpoint.clone());
         self.base_uri = Some(base_uri);
+        self
+    }
+
+    /// This grant for a module that belongs to a system.
+    pub fn in_a_system(mut self, member: bool) -> Self {
+        self.in_a_system = member;
         self
     }
 
@@ -256,6 +279,17 @@ impl Grant {
 pub fn decide(grant: &Grant, request: Request<'_>) -> Decision {
     let decision = match request {
         Request::OwnSettings => Decision::Allow,
+        Request::UseStream => match (&grant.endpoint, &grant.base_uri) {
+            (Some(_), None) => Decision::Allow,
+            _ => Decision::Deny(
+                "endpoint rule: this module has no stream or datagram connection to a device"
+                    .into(),
+            ),
+        },
+        Request::UseSystem if grant.in_a_system => Decision::Allow,
+        Request::UseSystem => {
+            Decision::Deny("system rule: this module belongs to no system".to_string())
+        }
         Request::OpenConnection => {
             let mut budget = grant.connections.lock().unwrap_or_else(|e| e.into_inner());
             if budget.take() {
@@ -536,6 +570,28 @@ mod tests {
         ));
         let none = Grant::new("m", None, BTreeSet::new());
         assert!(matches!(decide(&none, Request::UseHttp), Decision::Deny(_)));
+        // An HTTP module has no stream transport, even though its origin has a port.
+        assert!(matches!(
+            decide(&grant, Request::UseStream),
+            Decision::Deny(reason) if reason.contains("endpoint rule")
+        ));
+    }
+
+    #[test]
+    fn interfaces_without_a_grant_are_refused() {
+        let tcp = grant();
+        assert_eq!(decide(&tcp, Request::UseStream), Decision::Allow);
+        assert!(matches!(
+            decide(&tcp, Request::UseSystem),
+            Decision::Deny(_)
+        ));
+        let logic = Grant::new("logic", None, ["b".to_string()].into()).in_a_system(true);
+        assert_eq!(decide(&logic, Request::UseSystem), Decision::Allow);
+        assert!(matches!(
+            decide(&logic, Request::UseStream),
+            Decision::Deny(_)
+        ));
+        assert_eq!(logic.denials(), 1);
     }
 
     #[test]

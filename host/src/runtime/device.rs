@@ -32,7 +32,9 @@ pub(crate) fn grant(id: &str, config: &ModuleConfig, members: BTreeSet<String>) 
         TransportKind::Http | TransportKind::Logic => None,
         TransportKind::Tcp | TransportKind::Tls | TransportKind::Udp => config.endpoint.clone(),
     };
-    let grant = Grant::new(id, endpoint, members).with_broadcast(config.connection.allow_broadcast);
+    let grant = Grant::new(id, endpoint, members)
+        .with_broadcast(config.connection.allow_broadcast)
+        .in_a_system(config.system.is_some());
     match (&config.base_uri, config.driver.metadata().transport) {
         (Some(base), TransportKind::Http) => grant.with_base_uri(base.clone()),
         _ => grant,

@@ -2,6 +2,7 @@
 //! restarts it with back-off when it crashes, and the handle others use to reach it.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -69,6 +70,8 @@ pub(crate) struct ModuleShared {
     /// What the driver's last `init` refused, if it did.
     init_error: Mutex<Option<DriverError>>,
     log_budget: Mutex<LogBudget>,
+    /// Requests the capability decision refused, over every sandbox of the module.
+    denials: Arc<AtomicU64>,
 }
 
 impl ModuleShared {
@@ -157,6 +160,12 @@ impl ModuleHandle {
     /// The module's id.
     pub fn id(&self) -> &str {
         &self.shared.id
+    }
+
+    /// How many of the module's requests the capability decision refused since it
+    /// started (restarts included).
+    pub fn denials(&self) -> u64 {
+        self.shared.denials.load(Ordering::Relaxed)
     }
 
     /// Its name in a system before numbering: custom name or the driver's generic name.
@@ -300,6 +309,7 @@ pub(crate) fn spawn(runtime: Arc<RuntimeInner>, config: ModuleConfig) -> ModuleH
         state: watch::Sender::new(ModuleState::Starting),
         init_error: Mutex::new(None),
         log_budget: Mutex::new(LogBudget::new()),
+        denials: Arc::new(AtomicU64::new(0)),
     });
     let (control, control_rx) = mpsc::channel(16);
     let task = tokio::spawn(supervise(runtime, shared.clone(), config, control_rx));
@@ -379,7 +389,8 @@ async fn supervise(
                     Some(Control::Settings(settings, ack)) => {
                         // Taken up by `init` when the module is back; link settings are
                         // checked now so a bad value is refused rather than kept.
-                        let merged = merge_settings(&config.driver.metadata().default_settings, &settings);
+                        let defaults = &config.driver.metadata().default_settings;
+                        let merged = merge_settings(defaults, &settings);
                         match device::check(&config, &merged) {
                             Ok(()) => {
                                 config.settings = settings;
@@ -501,7 +512,10 @@ impl Sandbox {
             .as_deref()
             .map(|system| runtime.systems.module_set(system))
             .unwrap_or_default();
-        let grant = Arc::new(device::grant(&shared.id, config, members));
+        let grant = Arc::new(
+            device::grant(&shared.id, config, members)
+                .counting_denials_in(Arc::clone(&shared.denials)),
+        );
         let (transport_tx, transport_rx) = mpsc::channel(256);
         // The connection opens after `init`, so the tokenizer the driver chooses there
         // splits the very first bytes the device sends.

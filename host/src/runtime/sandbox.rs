@@ -226,6 +226,16 @@ impl SandboxState {
         self.shared.driver_log(&self.runtime, level, message);
     }
 
+    /// Ask the capability decision about a request the caller expects to be refused
+    /// (it has nothing to grant it with), returning the typed error. Should the decision
+    /// allow it after all, the host has nothing to serve it with: `failed`.
+    fn refuse(&self, request: Request<'_>) -> WitError {
+        match capability::decide(&self.grant, request) {
+            Decision::Deny(reason) => self.deny(reason),
+            Decision::Allow => WitError::Failed("the module has nothing to serve this with".into()),
+        }
+    }
+
     fn deny(&self, reason: String) -> WitError {
         self.log(LogLevel::Warn, &format!("denied: {reason}"));
         WitError::Denied(reason)
@@ -249,7 +259,7 @@ impl SandboxState {
             None if self.has_endpoint => Err(WitError::NotConnected(
                 "the connection opens after init; talk to the device from `connected`".to_string(),
             )),
-            None => Err(self.deny("this module has no device connection".to_string())),
+            None => Err(self.refuse(Request::UseStream)),
         }
     }
 
@@ -384,7 +394,7 @@ impl SandboxState {
     /// decision.
     fn system_module(&self, name: &str) -> Result<String, WitError> {
         let Some(system) = self.shared.system() else {
-            return Err(self.deny("this module belongs to no system".to_string()));
+            return Err(self.refuse(Request::UseSystem));
         };
         self.grant
             .set_system_modules(self.runtime.systems.module_set(system));
@@ -484,12 +494,13 @@ impl SandboxState {
     fn transport_error(&self, error: TransportError) -> WitError {
         match error {
             TransportError::Denied(reason) => self.deny(reason),
-            other => transport_error(other),
+            other => wit_error_of(other),
         }
     }
 }
 
-fn transport_error(error: TransportError) -> WitError {
+/// The WIT error for a transport error (a denial is not logged here).
+fn wit_error_of(error: TransportError) -> WitError {
     match error {
         TransportError::Denied(reason) => WitError::Denied(reason),
         TransportError::NotConnected(reason) => WitError::NotConnected(reason),
@@ -526,7 +537,7 @@ impl transport::Host for SandboxState {
                 self.pending_tokenizer = Some(tokenizer.clone());
                 Ok(())
             }
-            None => Err(self.deny("this module has no device connection".to_string())),
+            None => Err(self.refuse(Request::UseStream)),
         };
         if result.is_ok() {
             self.tokenizer = Some(tokenizer);
@@ -598,7 +609,7 @@ fn exec_error(error: ExecError) -> WitError {
 impl system::Host for SandboxState {
     async fn modules(&mut self) -> Result<Vec<String>, WitError> {
         let Some(system) = self.shared.system() else {
-            return Err(self.deny("this module belongs to no system".to_string()));
+            return Err(self.refuse(Request::UseSystem));
         };
         Ok(systems::slugs(&self.runtime, system)
             .into_iter()
@@ -715,10 +726,7 @@ impl HasData for HasIo {
 impl http::Host for SandboxState {
     async fn send(&mut self, request: http::Request) -> Result<http::Response, WitError> {
         let Some(link) = self.http.clone() else {
-            return match capability::decide(&self.grant, Request::UseHttp) {
-                Decision::Deny(reason) => Err(self.deny(reason)),
-                Decision::Allow => Err(WitError::Failed("the module has no HTTP client".into())),
-            };
+            return Err(self.refuse(Request::UseHttp));
         };
         let deadline = if request.timeout_ms == 0 {
             link.default_deadline()
