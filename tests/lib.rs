@@ -149,6 +149,31 @@ impl CliRun {
     }
 }
 
+/// `warden driver run FILE --endpoint TARGET --settings SETTINGS --exec FUNCTION --args
+/// ARGS`: one function of a module of the driver in `file`.
+pub fn run_driver(
+    file: &str,
+    target: &str,
+    settings: &serde_json::Value,
+    function: &str,
+    args: &serde_json::Value,
+) -> CliRun {
+    let (settings, args) = (settings.to_string(), args.to_string());
+    warden(&[
+        "driver",
+        "run",
+        file,
+        "--endpoint",
+        target,
+        "--settings",
+        &settings,
+        "--exec",
+        function,
+        "--args",
+        &args,
+    ])
+}
+
 /// Run `warden` with `args` and collect its output.
 pub fn warden(args: &[&str]) -> CliRun {
     let output = Command::new(warden_bin())

@@ -113,8 +113,8 @@ struct HttpJson {
     timers: Vec<Timer>,
     /// The status keys the last poll published.
     published: BTreeSet<String>,
-    /// The last polling failure logged, so that a service that stays down is logged once.
-    poll_error: Option<String>,
+    /// Polling failures, so that a service that stays down is logged once.
+    polling: log::FailureLog,
 }
 
 impl Driver for HttpJson {
@@ -148,7 +148,7 @@ impl Driver for HttpJson {
         let polling = settings.state_path.is_some() && settings.poll_ms > 0;
         let period = Duration::from_millis(settings.poll_ms.into());
         self.settings = settings;
-        self.poll_error = None;
+        self.polling.reset();
         if polling {
             self.timers.push(timers::after(POLL, FIRST_POLL)?);
             self.timers.push(timers::every(POLL, period)?);
@@ -160,20 +160,8 @@ impl Driver for HttpJson {
         if tag != POLL {
             return;
         }
-        match self.poll() {
-            Ok(_) => {
-                if self.poll_error.take().is_some() {
-                    log::info("polling the state works again");
-                }
-            }
-            Err(error) => {
-                let message = error.to_string();
-                if self.poll_error.as_ref() != Some(&message) {
-                    log::warn(&format!("polling the state: {message}"));
-                    self.poll_error = Some(message);
-                }
-            }
-        }
+        let polled = self.poll();
+        self.polling.record("polling the state", &polled);
     }
 }
 

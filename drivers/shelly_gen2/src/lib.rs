@@ -60,8 +60,8 @@ struct Shelly {
     timers: Vec<Timer>,
     /// The device's identity, once read.
     info: Option<DeviceInfo>,
-    /// The last polling failure logged, so that a device that stays away is logged once.
-    poll_error: Option<String>,
+    /// Polling failures, so that a device that stays away is logged once.
+    polling: log::FailureLog,
 }
 
 impl Driver for Shelly {
@@ -92,7 +92,7 @@ impl Driver for Shelly {
         let period = Duration::from_millis(settings.poll_ms.into());
         let polling = settings.poll_ms > 0;
         self.settings = settings;
-        self.poll_error = None;
+        self.polling.reset();
         if polling {
             self.timers.push(timers::after(POLL, FIRST_POLL)?);
             self.timers.push(timers::every(POLL, period)?);
@@ -108,20 +108,7 @@ impl Driver for Shelly {
             Some(_) => self.state().map(|_| ()),
             None => self.info().and_then(|_| self.state()).map(|_| ()),
         };
-        match polled {
-            Ok(()) => {
-                if self.poll_error.take().is_some() {
-                    log::info("the device answers again");
-                }
-            }
-            Err(error) => {
-                let message = error.to_string();
-                if self.poll_error.as_ref() != Some(&message) {
-                    log::warn(&format!("polling: {message}"));
-                    self.poll_error = Some(message);
-                }
-            }
-        }
+        self.polling.record("polling", &polled);
     }
 }
 

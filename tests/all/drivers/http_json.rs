@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use warden::runtime::{ExecError, ExecOptions, ModuleConfig};
 use warden_tests::guests::HTTP_JSON;
-use warden_tests::{CliRun, Simulator, free_port, python, repo_root, warden};
+use warden_tests::{CliRun, Simulator, free_port, python, repo_root, run_driver, warden};
 
 use crate::support;
 
@@ -35,21 +35,7 @@ fn base(service: &Simulator) -> String {
 
 /// Run `function` with `args` on a module whose base URI is `base`.
 fn exec_at(base: &str, settings: &Value, function: &str, args: Value) -> CliRun {
-    let settings = settings.to_string();
-    let args = args.to_string();
-    warden(&[
-        "driver",
-        "run",
-        HTTP_JSON,
-        "--endpoint",
-        base,
-        "--settings",
-        &settings,
-        "--exec",
-        function,
-        "--args",
-        &args,
-    ])
+    run_driver(HTTP_JSON, base, settings, function, &args)
 }
 
 fn exec(service: &Simulator, settings: &Value, function: &str, args: Value) -> CliRun {

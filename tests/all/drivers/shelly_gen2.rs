@@ -10,7 +10,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 use warden::runtime::ModuleConfig;
 use warden_tests::guests::SHELLY_GEN2;
-use warden_tests::{CliRun, Simulator, free_port, python, repo_root, warden};
+use warden_tests::{CliRun, Simulator, free_port, python, repo_root, run_driver, warden};
 
 use crate::support;
 
@@ -29,21 +29,7 @@ fn device(extra: &[&str]) -> Simulator {
 }
 
 fn exec_at(base: &str, settings: &Value, function: &str, args: Value) -> CliRun {
-    let settings = settings.to_string();
-    let args = args.to_string();
-    warden(&[
-        "driver",
-        "run",
-        SHELLY_GEN2,
-        "--endpoint",
-        base,
-        "--settings",
-        &settings,
-        "--exec",
-        function,
-        "--args",
-        &args,
-    ])
+    run_driver(SHELLY_GEN2, base, settings, function, &args)
 }
 
 /// Run `function` without polling (so that stderr shows only what the function did).
