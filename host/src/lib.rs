@@ -9,5 +9,6 @@
 pub mod capability;
 pub mod cli;
 pub mod component;
+pub mod crypto;
 pub mod runtime;
 pub mod transport;
