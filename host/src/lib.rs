@@ -11,4 +11,7 @@ pub mod cli;
 pub mod component;
 pub mod crypto;
 pub mod runtime;
+pub mod settings;
+pub mod slug;
+pub mod store;
 pub mod transport;

@@ -121,6 +121,12 @@ pub enum KeyError {
     /// No such key.
     #[error("there is no key {0}")]
     Unknown(KeyId),
+    /// Rotating or retiring needs a key file; the keys came from the environment.
+    #[error(
+        "the master keys come from WARDEN_MASTER_KEYS: rotate them there (add a key, make it \
+         active), then reseal"
+    )]
+    NotAFile,
 }
 
 /// The keys this host holds: one active (it seals), others that only open.

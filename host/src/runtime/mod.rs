@@ -16,7 +16,7 @@ mod status;
 mod stdio;
 mod systems;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -442,9 +442,25 @@ impl Runtime {
     }
 
     /// Define (or redefine) system `id` with its modules in order. Module names such as
-    /// `Display_1` follow this order.
+    /// `Display_1` follow this order; only modules running here are counted (see
+    /// [`Runtime::set_system_named`] for a system whose names are fixed by the store).
     pub fn set_system(&self, id: &str, modules: Vec<String>) {
-        self.inner.systems.set(id, modules);
+        self.inner
+            .systems
+            .set(id, modules.into_iter().map(|m| (m, None)).collect());
+    }
+
+    /// Define system `id` with its modules in order, each with the name it has in the
+    /// system (custom or generic): stopped modules keep their place, so `Display_2` stays
+    /// `Display_2` while `Display_1` is stopped.
+    pub fn set_system_named(&self, id: &str, modules: Vec<(String, String)>) {
+        self.inner.systems.set(
+            id,
+            modules
+                .into_iter()
+                .map(|(module, name)| (module, Some(name)))
+                .collect(),
+        );
     }
 
     /// Remove a system definition.
@@ -536,37 +552,5 @@ impl Runtime {
 /// Settings the driver receives: its defaults with the module's settings merged over them
 /// (objects merged deeply, other values replaced).
 pub fn merge_settings(defaults: &Value, overrides: &Value) -> Value {
-    match (defaults, overrides) {
-        (Value::Object(base), Value::Object(over)) => {
-            let mut merged: BTreeMap<String, Value> =
-                base.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            for (key, value) in over {
-                let next = match merged.get(key) {
-                    Some(existing) => merge_settings(existing, value),
-                    None => value.clone(),
-                };
-                merged.insert(key.clone(), next);
-            }
-            Value::Object(merged.into_iter().collect())
-        }
-        (_, over) => over.clone(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn settings_merge_deeply() {
-        let merged = merge_settings(
-            &json!({"a": 1, "nested": {"x": 1, "y": 2}, "list": [1, 2]}),
-            &json!({"nested": {"y": 3}, "list": [9], "b": true}),
-        );
-        assert_eq!(
-            merged,
-            json!({"a": 1, "nested": {"x": 1, "y": 3}, "list": [9], "b": true})
-        );
-    }
+    crate::settings::merge(defaults, overrides)
 }

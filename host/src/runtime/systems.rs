@@ -6,14 +6,17 @@ use std::sync::RwLock;
 
 use super::RuntimeInner;
 
+/// A module of a system: its id, and its name when the system's owner gave one.
+type Member = (String, Option<String>);
+
 /// Every system's modules, in order.
 #[derive(Debug, Default)]
 pub(crate) struct Systems {
-    members: RwLock<HashMap<String, Vec<String>>>,
+    members: RwLock<HashMap<String, Vec<Member>>>,
 }
 
 impl Systems {
-    pub(crate) fn set(&self, id: &str, modules: Vec<String>) {
+    pub(crate) fn set(&self, id: &str, modules: Vec<Member>) {
         self.members
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -27,7 +30,7 @@ impl Systems {
             .remove(id);
     }
 
-    pub(crate) fn modules(&self, id: &str) -> Vec<String> {
+    fn members(&self, id: &str) -> Vec<Member> {
         self.members
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -38,40 +41,25 @@ impl Systems {
 
     /// The ids of the modules of system `id`.
     pub(crate) fn module_set(&self, id: &str) -> BTreeSet<String> {
-        self.modules(id).into_iter().collect()
+        self.members(id).into_iter().map(|(id, _)| id).collect()
     }
 }
 
-/// `(name, module id)` for each module of system `system`, in order. A module is named
-/// after its custom name, or its driver's generic name, and its position among the
-/// system's modules of that name: `Display_1`, `Display_2`. Only modules this runtime
-/// runs are counted.
+/// `(name, module id)` for each module of system `system`, in order (see [`crate::slug`]).
+/// A module is counted under the name the system was given for it; without one, under
+/// its running module's name, and not at all when it does not run here.
 pub(crate) fn slugs(runtime: &RuntimeInner, system: &str) -> Vec<(String, String)> {
-    let mut counts: HashMap<String, usize> = HashMap::new();
-    let mut named = Vec::new();
-    for id in runtime.systems.modules(system) {
-        let Some(module) = runtime.module(&id) else {
-            continue;
-        };
-        let base = module.name().to_string();
-        let count = counts.entry(base.clone()).or_insert(0);
-        *count += 1;
-        named.push((format!("{base}_{count}"), id));
-    }
-    named
+    crate::slug::module_slugs(runtime.systems.members(system).into_iter().filter_map(
+        |(id, name)| {
+            let name = name.or_else(|| runtime.module(&id).map(|m| m.name().to_string()))?;
+            Some((id, name))
+        },
+    ))
 }
 
-/// The id of the module called `slug` in system `system`. A bare name means index 1
-/// (`Display` is `Display_1`), as in PlaceOS.
+/// The id of the module called `slug` in system `system`.
 pub(crate) fn resolve(runtime: &RuntimeInner, system: &str, slug: &str) -> Option<String> {
-    let wanted = if slug
-        .rsplit_once('_')
-        .is_some_and(|(_, n)| n.parse::<usize>().is_ok())
-    {
-        slug.to_string()
-    } else {
-        format!("{slug}_1")
-    };
+    let wanted = crate::slug::with_index(slug);
     slugs(runtime, system)
         .into_iter()
         .find(|(name, _)| *name == wanted)
