@@ -10,4 +10,5 @@ mod drivers;
 mod network;
 mod runtime;
 mod sandbox;
+mod store;
 mod support;
