@@ -1,14 +1,17 @@
 //! Warden: a host for building-automation device drivers compiled to sandboxed
 //! WebAssembly components.
 //!
-//! Layers, top to bottom (each uses only those below it): [`cli`]; [`runtime`] (engine,
-//! component cache, one sandbox per module); [`transport`] (host-owned device
-//! connections); [`capability`] (the single allow/deny decision); [`component`] (reading
-//! a driver without running it).
+//! Layers, top to bottom (each uses only those below it): [`cli`]; [`control`] (runs what
+//! the store describes); [`store`] (the building model, sealed settings, device history and
+//! the audit log, on SQLite or PostgreSQL) and [`runtime`] (engine, component cache, one
+//! sandbox per module); [`transport`] (host-owned device connections); [`capability`] (the
+//! single allow/deny decision); [`component`] (reading a driver without running it);
+//! [`crypto`] (sealing at rest) and [`settings`] (levels and merging).
 
 pub mod capability;
 pub mod cli;
 pub mod component;
+pub mod control;
 pub mod crypto;
 pub mod runtime;
 pub mod settings;

@@ -6,6 +6,7 @@
     clippy::indexing_slicing
 )]
 
+mod control;
 mod drivers;
 mod network;
 mod runtime;

@@ -605,7 +605,7 @@ async fn drivers_store_components_once_and_track_approval(db: TestDb) {
     let one = store.create_driver(&admin(), &new).await.unwrap();
     let two = store.create_driver(&admin(), &new).await.unwrap();
     assert_ne!(one.id, two.id);
-    assert_eq!(one.digest, warden::store::component_digest(&bytes));
+    assert_eq!(one.digest, warden::component::digest(&bytes));
     assert_eq!(one.module_name, "Projector");
     assert_eq!(one.approval, Approval::Pending);
     assert_eq!(store.component(&one.digest).await.unwrap(), bytes);

@@ -1,7 +1,6 @@
 //! Drivers: registered components, by digest, with their metadata, source and approval.
 
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
@@ -45,11 +44,6 @@ pub(crate) async fn fetch(conn: &mut AnyConnection, id: &str) -> Result<Option<D
     row.as_ref().map(driver_from).transpose()
 }
 
-/// `sha256:<hex>` of `bytes`, the form the runtime reports too.
-pub fn component_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
-
 impl Store {
     /// Register a driver. The component is stored once per digest.
     pub async fn create_driver(&self, actor: &Actor, new: &NewDriver) -> Result<DriverRecord> {
@@ -68,7 +62,7 @@ impl Store {
             .map(str::trim)
             .filter(|name| !name.is_empty())
             .map_or_else(|| name.clone(), str::to_string);
-        let digest = component_digest(&new.component);
+        let digest = crate::component::digest(&new.component);
         let id = new_id("driver");
         let now = self.now();
         let mut tx = self.begin_write().await?;
@@ -155,7 +149,7 @@ impl Store {
             .await?
             .ok_or_else(|| StoreError::not_found("component", digest))?;
         let bytes: Vec<u8> = row.try_get("bytes")?;
-        if component_digest(&bytes) != digest {
+        if crate::component::digest(&bytes) != digest {
             return Err(StoreError::Corrupt {
                 record: format!("components/{digest}"),
                 why: "the stored bytes do not have this digest".to_string(),

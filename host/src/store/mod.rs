@@ -35,7 +35,6 @@ use sqlx::{Any, AnyPool, Row, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub use audit::{AuditEntry, AuditVerification, NewAuditEntry};
-pub use drivers::component_digest;
 pub use history::{HistoryReport, Transition};
 pub use keys::{KeySource, RotationReport};
 pub use model::*;

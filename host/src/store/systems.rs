@@ -351,8 +351,9 @@ impl Store {
         tx.commit().await
     }
 
-    /// The system's modules with their PlaceOS names (`Display_1`), in the system's order.
-    pub async fn system_module_names(&self, id: &str) -> Result<Vec<(String, String)>> {
+    /// The system's modules in order, each with the name it is known by before numbering:
+    /// its custom name, or its driver's module name (`Display`).
+    pub async fn system_member_names(&self, id: &str) -> Result<Vec<(String, String)>> {
         self.system(id).await?;
         let rows = sqlx::query(
             "SELECT m.id AS id, COALESCE(m.custom_name, d.module_name) AS name \
@@ -362,10 +363,29 @@ impl Store {
         .bind(id)
         .fetch_all(self.pool())
         .await?;
-        let pairs = rows
-            .iter()
+        rows.iter()
             .map(|row| Ok((row.try_get("id")?, row.try_get("name")?)))
-            .collect::<Result<Vec<(String, String)>>>()?;
-        Ok(crate::slug::module_slugs(pairs))
+            .collect()
+    }
+
+    /// The system's modules with their PlaceOS names (`Display_1`), in the system's order:
+    /// `(name, module id)`.
+    pub async fn system_module_names(&self, id: &str) -> Result<Vec<(String, String)>> {
+        Ok(crate::slug::module_slugs(
+            self.system_member_names(id).await?,
+        ))
+    }
+
+    /// The ids of the systems module `id` is in.
+    pub async fn systems_of_module(&self, id: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT system_id FROM system_modules WHERE module_id = $1 ORDER BY system_id",
+        )
+        .bind(id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| row.try_get("system_id").map_err(StoreError::from))
+            .collect()
     }
 }

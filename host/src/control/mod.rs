@@ -1,0 +1,556 @@
+//! The control layer: runs what the store describes. Modules start from their stored
+//! configuration (component by digest, endpoint or base URI, custom name, home system and
+//! merged, decrypted settings); settings changes reach running modules' `init` without a
+//! restart; systems' module names follow the store; every online/offline transition is
+//! recorded in the device history, which is pruned on a timer; every exec is audited.
+//!
+//! The API layer and the command line change the building through the store and then tell
+//! the control layer what changed ([`Control::refresh_module`], [`Control::refresh_system`],
+//! [`Control::apply_settings`]), or use the methods here that do both.
+
+mod history;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+use crate::capability::{BaseUri, Endpoint};
+use crate::component;
+use crate::runtime::{
+    Driver, ExecError, ExecOptions, LoadError, ModuleConfig, ModuleHandle, ModuleLimits, Runtime,
+    StartError, offer,
+};
+use crate::settings::{Audience, Level, ParentKind};
+use crate::store::{
+    Actor, Approval, DEFAULT_HISTORY_RETENTION, DriverRecord, ListQuery, ModuleFilter, ModulePatch,
+    ModuleRecord, NewAuditEntry, NewDriver, SettingsRecord, Store, StoreError,
+};
+
+/// How the control layer runs modules.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// Sandbox limits of every module.
+    pub limits: ModuleLimits,
+    /// How long device history is kept.
+    pub history_retention: Duration,
+    /// How often history older than that is pruned.
+    pub prune_every: Duration,
+    /// Start modules of drivers no reviewer approved. For development only; every such
+    /// start is logged as a warning.
+    pub danger_allow_unapproved: bool,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            limits: ModuleLimits::default(),
+            history_retention: DEFAULT_HISTORY_RETENTION,
+            prune_every: Duration::from_secs(60 * 60),
+            danger_allow_unapproved: false,
+        }
+    }
+}
+
+/// Why the control layer could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The driver component is unusable (not a component, bad metadata, imports the host
+    /// does not offer).
+    #[error("component: {0}")]
+    Invalid(String),
+    /// The store refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The driver's component could not be loaded.
+    #[error("driver {driver}: {error}")]
+    Load {
+        /// The driver's id.
+        driver: String,
+        /// Why.
+        error: LoadError,
+    },
+    /// The module's driver is not approved.
+    #[error(
+        "driver {driver} ({digest}) is {state}: a reviewer must approve it before its modules \
+         can start"
+    )]
+    NotApproved {
+        /// The driver's id.
+        driver: String,
+        /// Its component's digest.
+        digest: String,
+        /// Its review state.
+        state: &'static str,
+    },
+    /// The stored endpoint or base URI does not parse (written by something else).
+    #[error("module {module}: {message}")]
+    BadTarget {
+        /// The module.
+        module: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The runtime refused to start the module.
+    #[error("module {module}: {error}")]
+    Start {
+        /// The module.
+        module: String,
+        /// Why.
+        error: StartError,
+    },
+    /// The module is not running here.
+    #[error("module {0} is not running")]
+    NotRunning(String),
+    /// The exec failed: the driver's error or the host's (see [`ExecError`]).
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+}
+
+/// The control layer. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Control {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    runtime: Runtime,
+    config: ControlConfig,
+    /// Loaded drivers by component digest, so modules of one driver share one compile.
+    drivers: Mutex<HashMap<String, Arc<Driver>>>,
+    /// Starts and stops are serialised, so two requests cannot start one module twice.
+    lifecycle: tokio::sync::Mutex<()>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for task in self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Control {
+    /// The control layer over `store` and `runtime`. Starts the history recorder and the
+    /// pruning timer; call [`Control::start_running`] to start the stored modules.
+    pub fn new(store: Store, runtime: Runtime, config: ControlConfig) -> Control {
+        let recorder = history::spawn_recorder(store.clone(), runtime.clone());
+        let pruner =
+            history::spawn_pruner(store.clone(), config.history_retention, config.prune_every);
+        Control {
+            inner: Arc::new(Inner {
+                store,
+                runtime,
+                config,
+                drivers: Mutex::new(HashMap::new()),
+                lifecycle: tokio::sync::Mutex::new(()),
+                tasks: Mutex::new(vec![recorder, pruner]),
+            }),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The runtime.
+    pub fn runtime(&self) -> &Runtime {
+        &self.inner.runtime
+    }
+
+    /// Register the driver component `bytes`: its metadata is read from it, and a
+    /// component that imports what the host does not offer is refused before it is stored.
+    /// The driver starts `pending` review.
+    pub async fn register_driver(
+        &self,
+        actor: &Actor,
+        bytes: Vec<u8>,
+        source_repo: Option<String>,
+        source_commit: Option<String>,
+    ) -> Result<DriverRecord, ControlError> {
+        let (bytes, inspection) = tokio::task::spawn_blocking(move || {
+            let inspection = component::inspect(&bytes);
+            (bytes, inspection)
+        })
+        .await
+        .map_err(|error| {
+            ControlError::Invalid(format!("inspecting the component failed: {error}"))
+        })?;
+        let inspection = inspection.map_err(|error| ControlError::Invalid(error.to_string()))?;
+        let refused = offer::refused_imports(&inspection.imports);
+        if !refused.is_empty() {
+            return Err(ControlError::Invalid(format!(
+                "the component imports what the host does not offer: {}",
+                refused.join(", ")
+            )));
+        }
+        let metadata = serde_json::to_value(&inspection.metadata)
+            .map_err(|error| ControlError::Invalid(format!("driver metadata: {error}")))?;
+        Ok(self
+            .inner
+            .store
+            .create_driver(
+                actor,
+                &NewDriver {
+                    name: inspection.metadata.name.clone(),
+                    component: bytes,
+                    metadata,
+                    source_repo,
+                    source_commit,
+                },
+            )
+            .await?)
+    }
+
+    /// Define every stored system in the runtime and start every module stored as
+    /// running. A module that fails to start does not stop the others: each failure is
+    /// logged and returned with the module's id.
+    pub async fn start_running(&self) -> Result<Vec<(String, ControlError)>, ControlError> {
+        let store = &self.inner.store;
+        let mut offset = 0;
+        loop {
+            let page = store
+                .list_systems(
+                    &ListQuery {
+                        q: None,
+                        limit: ListQuery::MAX_LIMIT,
+                        offset,
+                    },
+                    None,
+                )
+                .await?;
+            for system in &page.items {
+                self.define_system(&system.id).await?;
+            }
+            offset += ListQuery::MAX_LIMIT;
+            if offset >= page.total {
+                break;
+            }
+        }
+        let mut failures = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page = store
+                .list_modules(
+                    &ListQuery {
+                        q: None,
+                        limit: ListQuery::MAX_LIMIT,
+                        offset,
+                    },
+                    &ModuleFilter {
+                        running: Some(true),
+                        ..ModuleFilter::default()
+                    },
+                )
+                .await?;
+            for module in &page.items {
+                let _guard = self.inner.lifecycle.lock().await;
+                if let Err(error) = self.launch(module).await {
+                    tracing::error!(module = %module.id, "not started: {error}");
+                    failures.push((module.id.clone(), error));
+                }
+            }
+            offset += ListQuery::MAX_LIMIT;
+            if offset >= page.total {
+                break;
+            }
+        }
+        Ok(failures)
+    }
+
+    /// Mark module `id` as running in the store and start it.
+    pub async fn start_module(
+        &self,
+        actor: &Actor,
+        id: &str,
+    ) -> Result<ModuleHandle, ControlError> {
+        let _guard = self.inner.lifecycle.lock().await;
+        if let Some(handle) = self.inner.runtime.module(id) {
+            return Ok(handle);
+        }
+        let record = self.inner.store.module(id).await?;
+        let handle = self.launch(&record).await?;
+        if !record.running {
+            self.set_running(actor, id, true).await?;
+        }
+        Ok(handle)
+    }
+
+    /// Mark module `id` as stopped in the store and stop it.
+    pub async fn stop_module(&self, actor: &Actor, id: &str) -> Result<(), ControlError> {
+        let _guard = self.inner.lifecycle.lock().await;
+        let record = self.inner.store.module(id).await?;
+        if record.running {
+            self.set_running(actor, id, false).await?;
+        }
+        self.inner.runtime.stop_module(id).await;
+        Ok(())
+    }
+
+    /// After module `id` changed in the store (endpoint, driver, name, systems): restart
+    /// it with its new configuration if it runs, start or stop it to match its running
+    /// flag, and redefine its systems. A deleted module is stopped.
+    pub async fn refresh_module(&self, id: &str) -> Result<(), ControlError> {
+        let _guard = self.inner.lifecycle.lock().await;
+        self.inner.runtime.stop_module(id).await;
+        let record = match self.inner.store.module(id).await {
+            Ok(record) => record,
+            Err(StoreError::NotFound { .. }) => return Ok(()),
+            Err(error) => return Err(error.into()),
+        };
+        for system in self.inner.store.systems_of_module(id).await? {
+            self.define_system(&system).await?;
+        }
+        if record.running {
+            self.launch(&record).await?;
+        }
+        Ok(())
+    }
+
+    /// After system `id` changed in the store: redefine its module names, and give its
+    /// running modules their settings again (its zones or settings may have changed). A
+    /// deleted system is removed.
+    pub async fn refresh_system(&self, id: &str) -> Result<(), ControlError> {
+        match self.define_system(id).await {
+            Err(ControlError::Store(StoreError::NotFound { .. })) => {
+                self.inner.runtime.remove_system(id);
+                Ok(())
+            }
+            Err(error) => Err(error),
+            Ok(()) => self.apply_settings(ParentKind::System, id).await,
+        }
+    }
+
+    /// Give every running module whose settings include `parent`'s its merged settings
+    /// again; each module's `init` runs with them. A driver that rejects its new settings
+    /// keeps running and the rejection is logged.
+    pub async fn apply_settings(&self, kind: ParentKind, parent: &str) -> Result<(), ControlError> {
+        for module in self.inner.store.modules_under(kind, parent).await? {
+            let Some(handle) = self.inner.runtime.module(&module) else {
+                continue;
+            };
+            let settings = self
+                .inner
+                .store
+                .module_settings(&module, Audience::Driver)
+                .await?;
+            if let Err(error) = handle.update_settings(settings).await {
+                tracing::warn!(module = %module, "new settings not taken: {error}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Store settings and hand them to the running modules they reach.
+    pub async fn set_settings(
+        &self,
+        actor: &Actor,
+        kind: ParentKind,
+        parent: &str,
+        level: Level,
+        value: &Value,
+    ) -> Result<SettingsRecord, ControlError> {
+        let record = self
+            .inner
+            .store
+            .set_settings(actor, kind, parent, level, value)
+            .await?;
+        self.apply_settings(kind, parent).await?;
+        Ok(record)
+    }
+
+    /// Delete settings and hand the result to the running modules they reached.
+    pub async fn delete_settings(
+        &self,
+        actor: &Actor,
+        kind: ParentKind,
+        parent: &str,
+        level: Level,
+    ) -> Result<(), ControlError> {
+        self.inner
+            .store
+            .delete_settings(actor, kind, parent, level)
+            .await?;
+        self.apply_settings(kind, parent).await
+    }
+
+    /// Run `method` on module `id` on behalf of `actor`. The audit log records who called
+    /// which method of which module, with the argument names or count but not their
+    /// values (they may be credentials), before the call is made.
+    pub async fn exec(
+        &self,
+        actor: &Actor,
+        id: &str,
+        method: &str,
+        args: Value,
+        options: ExecOptions,
+    ) -> Result<Value, ControlError> {
+        let handle = self
+            .inner
+            .runtime
+            .module(id)
+            .ok_or_else(|| ControlError::NotRunning(id.to_string()))?;
+        let shape = match &args {
+            Value::Object(named) => json!({"names": named.keys().collect::<Vec<_>>()}),
+            Value::Array(positional) => json!({"count": positional.len()}),
+            _ => json!({}),
+        };
+        self.inner
+            .store
+            .audit(
+                &NewAuditEntry::new(actor, "module.exec", "module", id)
+                    .details(json!({"method": method, "args": shape})),
+            )
+            .await?;
+        Ok(handle.exec(method, args, options).await?)
+    }
+
+    /// Stop every module (they stay marked running, to start again next time) and the
+    /// background tasks, after recording the modules' last transitions.
+    pub async fn shutdown(&self) {
+        self.inner.runtime.shutdown().await;
+        // Let the recorder write the transitions the stops caused.
+        tokio::time::sleep(history::FLUSH_WAIT).await;
+        for task in self
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+
+    async fn set_running(
+        &self,
+        actor: &Actor,
+        id: &str,
+        running: bool,
+    ) -> Result<(), ControlError> {
+        self.inner
+            .store
+            .update_module(
+                actor,
+                id,
+                &ModulePatch {
+                    running: Some(running),
+                    ..ModulePatch::default()
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Tell the runtime system `id`'s modules in order with their names.
+    async fn define_system(&self, id: &str) -> Result<(), ControlError> {
+        let names = self.inner.store.system_member_names(id).await?;
+        self.inner.runtime.set_system_named(id, names);
+        Ok(())
+    }
+
+    /// The loaded driver for `digest`, from the cache or the store.
+    async fn driver(&self, driver_id: &str, digest: &str) -> Result<Arc<Driver>, ControlError> {
+        if let Some(driver) = self
+            .inner
+            .drivers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(digest)
+        {
+            return Ok(Arc::clone(driver));
+        }
+        let bytes = self.inner.store.component(digest).await?;
+        let runtime = self.inner.runtime.clone();
+        // Compiling takes CPU time: off the async threads.
+        let loaded = tokio::task::spawn_blocking(move || runtime.load_driver(&bytes))
+            .await
+            .map_err(|error| ControlError::Load {
+                driver: driver_id.to_string(),
+                error: LoadError::Compile(anyhow::anyhow!("the compile task failed: {error}")),
+            })?
+            .map_err(|error| ControlError::Load {
+                driver: driver_id.to_string(),
+                error,
+            })?;
+        self.inner
+            .drivers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(digest.to_string(), Arc::clone(&loaded));
+        Ok(loaded)
+    }
+
+    /// Start `record` in the runtime from its stored configuration (the caller holds the
+    /// lifecycle lock).
+    async fn launch(&self, record: &ModuleRecord) -> Result<ModuleHandle, ControlError> {
+        if let Some(handle) = self.inner.runtime.module(&record.id) {
+            return Ok(handle);
+        }
+        let store = &self.inner.store;
+        let driver_record = store.driver(&record.driver_id).await?;
+        if driver_record.approval != Approval::Approved {
+            if !self.inner.config.danger_allow_unapproved {
+                return Err(ControlError::NotApproved {
+                    driver: driver_record.id,
+                    digest: driver_record.digest,
+                    state: match driver_record.approval {
+                        Approval::Revoked => "revoked",
+                        _ => "pending review",
+                    },
+                });
+            }
+            tracing::warn!(
+                module = %record.id,
+                driver = %driver_record.id,
+                digest = %driver_record.digest,
+                "danger_allow_unapproved: starting a module of a driver no reviewer approved"
+            );
+        }
+        let driver = self
+            .driver(&driver_record.id, &driver_record.digest)
+            .await?;
+        let bad_target = |message: String| ControlError::BadTarget {
+            module: record.id.clone(),
+            message,
+        };
+        let endpoint = record
+            .endpoint
+            .as_deref()
+            .map(|text| text.parse::<Endpoint>())
+            .transpose()
+            .map_err(|error| bad_target(error.to_string()))?;
+        let base_uri = record
+            .uri
+            .as_deref()
+            .map(|text| text.parse::<BaseUri>())
+            .transpose()
+            .map_err(|error| bad_target(error.to_string()))?;
+        let settings = store.module_settings(&record.id, Audience::Driver).await?;
+        let mut config = ModuleConfig::new(record.id.clone(), driver);
+        config.endpoint = endpoint;
+        config.base_uri = base_uri;
+        config.custom_name = record.custom_name.clone();
+        config.system = record.system_id.clone();
+        config.settings = settings;
+        config.limits = self.inner.config.limits.clone();
+        self.inner
+            .runtime
+            .start_module(config)
+            .map_err(|error| ControlError::Start {
+                module: record.id.clone(),
+                error,
+            })
+    }
+}
