@@ -1282,13 +1282,13 @@ async fn settings_merge_and_visibility_level_by_level(db: TestDb) {
         .await
         .unwrap();
     reached.sort();
-    assert_eq!(reached, [device.clone()]);
+    assert_eq!(reached, vec![device.clone()]);
     assert_eq!(
         store
             .modules_under(ParentKind::Driver, &display)
             .await
             .unwrap(),
-        [device.clone()]
+        vec![device.clone()]
     );
     assert_eq!(
         store
