@@ -1,5 +1,6 @@
 //! The `warden` command line: `warden driver inspect` and `warden driver run`, the
-//! reviewer's and the driver author's tools.
+//! reviewer's and the driver author's tools; `warden keys` and `warden audit`, the
+//! operator's tools for the master keys and the audit log of an installation.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,6 +13,8 @@ use tokio::time::Instant;
 
 use crate::capability::{BaseUri, Endpoint};
 use crate::component::{self, Inspection, TransportKind};
+use crate::crypto::KeyId;
+use crate::data_dir::DataDir;
 use crate::runtime::{
     ExecOptions, ModuleConfig, ModuleState, Runtime, RuntimeConfig, RuntimeEvent, offer,
 };
@@ -34,6 +37,53 @@ enum Command {
     /// Inspect and run driver components.
     #[command(subcommand)]
     Driver(DriverCommand),
+    /// The master keys that seal settings at rest: status, rotation, retirement.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// The hash-chained audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// Where an installation keeps its data.
+#[derive(Debug, Args)]
+struct StoreOptions {
+    /// The data directory (database and master key file) [env: WARDEN_DATA_DIR]
+    /// [default: ./warden-data]
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// A database URL instead of the SQLite file in the data directory
+    /// (postgres://user@host/db) [env: WARDEN_DATABASE_URL]
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+impl StoreOptions {
+    fn data_dir(&self) -> DataDir {
+        DataDir::from_options(self.data_dir.clone(), self.database_url.clone())
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Show the keys (ids only) and how many sealed records each one holds.
+    Status(StoreOptions),
+    /// Add a new key, make it active and re-encrypt every record under it, in batches,
+    /// while a running host goes on working.
+    Rotate(StoreOptions),
+    /// Remove a key from the key file; refused while any record is sealed under it.
+    Retire {
+        /// The key's id.
+        id: u32,
+        #[command(flatten)]
+        store: StoreOptions,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check every entry's hash chain and the head; exit status 1 when it is broken.
+    Verify(StoreOptions),
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,12 +152,90 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Driver(DriverCommand::Inspect(args)) => inspect(&args),
         Command::Driver(DriverCommand::Run(args)) => run(&args, cache_dir),
+        Command::Keys(command) => block_on(keys(command)),
+        Command::Audit(AuditCommand::Verify(store)) => block_on(audit_verify(store)),
     };
     match result {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::from(2)
+        }
+    }
+}
+
+fn block_on(work: impl Future<Output = anyhow::Result<ExitCode>>) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(work)
+}
+
+async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
+    let (options, retire) = match &command {
+        KeysCommand::Status(options) | KeysCommand::Rotate(options) => (options, None),
+        KeysCommand::Retire { id, store } => (store, Some(KeyId(*id))),
+    };
+    let data_dir = options.data_dir();
+    let store = data_dir.open_store(false).await?;
+    if let KeysCommand::Rotate(_) = command {
+        let report = store.rotate_keys().await?;
+        println!(
+            "key {} is now active; {} sealed records re-encrypted under it",
+            report.active, report.resealed
+        );
+    }
+    if let Some(id) = retire {
+        store.retire_key(id).await?;
+        println!(
+            "key {id} retired and removed from {}",
+            data_dir.key_file().display()
+        );
+    }
+    let ring = store.keys().current()?;
+    let counts = store.records_by_key().await?;
+    println!("master keys ({})", data_dir.key_file().display());
+    for id in ring.ids() {
+        let records = counts
+            .iter()
+            .find(|(key, _)| *key == id.0)
+            .map_or(0, |(_, n)| *n);
+        let active = if ring.active().id() == id {
+            "  active"
+        } else {
+            ""
+        };
+        println!("  key {}: {records} records{active}", id.0);
+    }
+    for (key, records) in counts
+        .iter()
+        .filter(|(key, _)| ring.key(KeyId(*key)).is_none())
+    {
+        println!("  key {key}: {records} records  NOT LOADED: these records cannot be read");
+    }
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn audit_verify(options: StoreOptions) -> anyhow::Result<ExitCode> {
+    let store = options.data_dir().open_store(false).await?;
+    let verification = store.verify_audit().await?;
+    store.close().await;
+    match verification.broken {
+        None => {
+            println!(
+                "audit log intact: {} entries, head {}",
+                verification.entries, verification.head
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some((seq, why)) => {
+            println!(
+                "audit log BROKEN at entry {seq}: {why} ({} entries before it verified)",
+                seq - 1
+            );
+            Ok(ExitCode::from(1))
         }
     }
 }

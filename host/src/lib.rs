@@ -13,6 +13,7 @@ pub mod cli;
 pub mod component;
 pub mod control;
 pub mod crypto;
+pub mod data_dir;
 pub mod runtime;
 pub mod settings;
 pub mod slug;

@@ -6,6 +6,7 @@
     clippy::indexing_slicing
 )]
 
+mod admin_cli;
 mod control;
 mod drivers;
 mod network;

@@ -274,6 +274,9 @@ impl Store {
 
     /// Retire key `id`: refused while any record is still sealed under it.
     pub async fn retire_key(&self, id: KeyId) -> Result<()> {
+        if self.keys().current()?.active().id() == id {
+            return Err(KeyError::RetireActive(id).into());
+        }
         let still = self
             .records_by_key()
             .await?
