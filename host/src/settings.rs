@@ -146,20 +146,25 @@ impl Audience {
 
 /// `overrides` merged over `base`: objects merge deeply, other values replace.
 pub fn merge(base: &Value, overrides: &Value) -> Value {
+    let mut merged = base.clone();
+    merge_into(&mut merged, overrides);
+    merged
+}
+
+/// [`merge`] in place: `overrides` merged into `base`, copying only what it adds.
+pub fn merge_into(base: &mut Value, overrides: &Value) {
     match (base, overrides) {
         (Value::Object(base), Value::Object(over)) => {
-            let mut merged: BTreeMap<String, Value> =
-                base.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
             for (key, value) in over {
-                let next = match merged.get(key) {
-                    Some(existing) => merge(existing, value),
-                    None => value.clone(),
-                };
-                merged.insert(key.clone(), next);
+                match base.get_mut(key) {
+                    Some(existing) => merge_into(existing, value),
+                    None => {
+                        base.insert(key.clone(), value.clone());
+                    }
+                }
             }
-            Value::Object(merged.into_iter().collect())
         }
-        (_, over) => over.clone(),
+        (base, over) => *base = over.clone(),
     }
 }
 
@@ -178,7 +183,7 @@ pub fn merge_layers(defaults: &Value, layers: &[ParentSettings], audience: Audie
     for layer in layers {
         for (level, value) in layer {
             if audience.reads(*level) {
-                merged = merge(&merged, value);
+                merge_into(&mut merged, value);
             }
         }
     }

@@ -15,7 +15,7 @@ use sqlx::{AnyConnection, Row};
 
 use super::audit::{NewAuditEntry, append};
 use super::model::Actor;
-use super::{Result, SETTINGS_VERSIONS_KEPT, Store, StoreError, drivers, modules, new_id};
+use super::{Result, SETTINGS_VERSIONS_KEPT, Store, StoreError, new_id};
 use crate::crypto::Binding;
 use crate::settings::{Audience, Level, ParentKind, ParentSettings, merge_layers};
 
@@ -430,47 +430,87 @@ impl Store {
         .await?;
         let mut layer = ParentSettings::new();
         for row in &rows {
-            let id: String = row.try_get("id")?;
-            let level_name: String = row.try_get("level")?;
-            let level = Level::parse(&level_name).ok_or_else(|| StoreError::Corrupt {
-                record: format!("settings/{id}"),
-                why: format!("unknown level {level_name:?}"),
-            })?;
-            let sealed: Vec<u8> = row.try_get("value")?;
-            layer.insert(
-                level,
-                self.open_value(&current_binding(&id, level), &sealed)?,
-            );
+            let (level, value) = self.open_row(row)?;
+            layer.insert(level, value);
         }
         Ok(layer)
     }
 
+    /// A current settings row's level and opened value.
+    fn open_row(&self, row: &AnyRow) -> Result<(Level, Value)> {
+        let id: String = row.try_get("id")?;
+        let level_name: String = row.try_get("level")?;
+        let level = Level::parse(&level_name).ok_or_else(|| StoreError::Corrupt {
+            record: format!("settings/{id}"),
+            why: format!("unknown level {level_name:?}"),
+        })?;
+        let sealed: Vec<u8> = row.try_get("value")?;
+        Ok((
+            level,
+            self.open_value(&current_binding(&id, level), &sealed)?,
+        ))
+    }
+
     /// A module's settings as `audience` receives them: its driver's defaults, then the
     /// records of its driver, its home system's zones in order, that system and the module
-    /// (see [`crate::settings`]).
+    /// (see [`crate::settings`]). Three queries whatever the number of zones: the module
+    /// with its driver, the home system's zones, and every record on the path.
     pub async fn module_settings(&self, module: &str, audience: Audience) -> Result<Value> {
         let mut conn = self.pool().acquire().await?;
-        let record = modules::fetch(&mut conn, module)
-            .await?
-            .ok_or_else(|| StoreError::not_found("module", module))?;
-        let driver = drivers::fetch(&mut conn, &record.driver_id)
-            .await?
-            .ok_or_else(|| StoreError::not_found("driver", &record.driver_id))?;
-        drop(conn);
-        let defaults = driver
-            .metadata
+        let row = sqlx::query(
+            "SELECT m.driver_id AS driver_id, m.system_id AS system_id, d.metadata AS metadata \
+             FROM modules m JOIN drivers d ON d.id = m.driver_id WHERE m.id = $1",
+        )
+        .bind(module)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::not_found("module", module))?;
+        let driver: String = row.try_get("driver_id")?;
+        let system: Option<String> = row.try_get("system_id")?;
+        let metadata: Value = super::json_column(&row, "metadata", || format!("drivers/{driver}"))?;
+        let defaults = metadata
             .get("default_settings")
             .cloned()
             .unwrap_or_else(|| json!({}));
-        let mut layers = vec![self.parent_settings(ParentKind::Driver, &driver.id).await?];
-        if let Some(system) = &record.system_id {
-            let zones = self.system(system).await?.zones;
+        // The parents whose records merge, lowest precedence first.
+        let mut parents = vec![(ParentKind::Driver, driver)];
+        if let Some(system) = system {
+            let zones = sqlx::query(
+                "SELECT zone_id FROM system_zones WHERE system_id = $1 ORDER BY position",
+            )
+            .bind(&system)
+            .fetch_all(&mut *conn)
+            .await?;
             for zone in &zones {
-                layers.push(self.parent_settings(ParentKind::Zone, zone).await?);
+                parents.push((ParentKind::Zone, zone.try_get("zone_id")?));
             }
-            layers.push(self.parent_settings(ParentKind::System, system).await?);
+            parents.push((ParentKind::System, system));
         }
-        layers.push(self.parent_settings(ParentKind::Module, module).await?);
+        parents.push((ParentKind::Module, module.to_string()));
+        let placeholders: Vec<String> = (1..=parents.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT id, parent_kind, parent_id, level, value FROM settings \
+             WHERE parent_id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for (_, id) in &parents {
+            query = query.bind(id.clone());
+        }
+        let rows = query.fetch_all(&mut *conn).await?;
+        drop(conn);
+        let mut layers = vec![ParentSettings::new(); parents.len()];
+        for row in &rows {
+            let kind: String = row.try_get("parent_kind")?;
+            let parent: String = row.try_get("parent_id")?;
+            let at = parents
+                .iter()
+                .position(|(k, id)| k.as_str() == kind && *id == parent);
+            if let Some(layer) = at.and_then(|at| layers.get_mut(at)) {
+                let (level, value) = self.open_row(row)?;
+                layer.insert(level, value);
+            }
+        }
         Ok(merge_layers(&defaults, &layers, audience))
     }
 
