@@ -1536,6 +1536,26 @@ async fn history_uptime_and_pruning_with_controlled_time(db: TestDb) {
     );
     // Pruning again removes nothing more.
     assert_eq!(store.prune_history(45 * DAY, retention).await.unwrap(), 0);
+
+    // A burst larger than one INSERT statement lands whole and in order.
+    let burst: Vec<(String, bool, String, i64)> = (0..601)
+        .map(|i| {
+            (
+                "mod-burst".to_string(),
+                i % 2 == 0,
+                format!("#{i}"),
+                46 * DAY + i,
+            )
+        })
+        .collect();
+    store.record_transitions(&burst).await.unwrap();
+    let report = store
+        .module_history("mod-burst", 46 * DAY, 47 * DAY)
+        .await
+        .unwrap();
+    assert_eq!(report.transitions.len(), 601);
+    assert_eq!(report.transitions[600].reason, "#600");
+    assert!(report.transitions[600].online);
 }
 
 async fn audit_chain_verifies_and_detects_tampering(db: TestDb) {

@@ -41,6 +41,10 @@ pub struct HistoryReport {
 /// The most transitions one report returns.
 pub const MAX_TRANSITIONS: i64 = 10_000;
 
+/// Rows per `INSERT` statement of a batch (4 parameters each, well within both
+/// databases' parameter limits).
+pub const INSERT_ROWS: usize = 250;
+
 /// Online time and known time within `[from, to)`, given the state at `from` and the
 /// transitions inside the range in order.
 pub(crate) fn uptime(
@@ -101,20 +105,30 @@ impl Store {
         tx.commit().await
     }
 
-    /// Record many transitions in one transaction (the host batches them).
+    /// Record many transitions in one transaction (the host batches them), written
+    /// [`INSERT_ROWS`] rows per statement.
     pub async fn record_transitions(&self, batch: &[(String, bool, String, i64)]) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        for (module, online, reason, at) in batch {
-            sqlx::query(
-                "INSERT INTO module_history (module_id, at, online, reason) \
-                 VALUES ($1, $2, $3, $4)",
-            )
-            .bind(module)
-            .bind(*at)
-            .bind(i64::from(*online))
-            .bind(reason)
-            .execute(tx.conn())
-            .await?;
+        for rows in batch.chunks(INSERT_ROWS) {
+            let values: Vec<String> = (0..rows.len())
+                .map(|i| {
+                    let p = i * 4;
+                    format!("(${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4)
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO module_history (module_id, at, online, reason) VALUES {}",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for (module, online, reason, at) in rows {
+                query = query
+                    .bind(module.clone())
+                    .bind(*at)
+                    .bind(i64::from(*online))
+                    .bind(reason.clone());
+            }
+            query.execute(tx.conn()).await?;
         }
         tx.commit().await
     }
