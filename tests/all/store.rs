@@ -1330,7 +1330,7 @@ async fn settings_keep_their_history(db: TestDb) {
     let oldest = history.last().unwrap();
     assert_eq!(oldest.value, json!({"revision": oldest.revision}));
     assert_eq!(store.settings_record(&id).await.unwrap().revision, 60);
-    // Deleting the record keeps its history readable as what was there.
+    // Deleting a record deletes its versions too: a removed credential does not linger.
     store
         .delete_settings(&admin(), ParentKind::System, &room, Level::Support)
         .await
@@ -1342,6 +1342,16 @@ async fn settings_keep_their_history(db: TestDb) {
             .unwrap(),
         None
     );
+    assert!(matches!(
+        store.settings_history(&id).await.unwrap_err(),
+        StoreError::NotFound { .. }
+    ));
+    let raw = db.raw().await;
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM settings_history")
+        .fetch_one(&raw)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
 }
 
 async fn rotation_reseals_everything_and_old_data_reads(db: TestDb) {
