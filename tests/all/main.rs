@@ -13,4 +13,5 @@ mod network;
 mod runtime;
 mod sandbox;
 mod store;
+mod store_crash;
 mod support;

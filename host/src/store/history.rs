@@ -106,7 +106,7 @@ impl Store {
     }
 
     /// Record many transitions in one transaction (the host batches them), written
-    /// [`INSERT_ROWS`] rows per statement.
+    /// 250 rows per statement.
     pub async fn record_transitions(&self, batch: &[(String, bool, String, i64)]) -> Result<()> {
         let mut tx = self.begin_write().await?;
         for rows in batch.chunks(INSERT_ROWS) {
