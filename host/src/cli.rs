@@ -34,6 +34,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the host: the modules stored as running, and the HTTPS API.
+    Serve(ServeArgs),
     /// Inspect and run driver components.
     #[command(subcommand)]
     Driver(DriverCommand),
@@ -43,6 +45,25 @@ enum Command {
     /// The hash-chained audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// The configuration file [default: ./warden.toml when it exists]
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address and port of the HTTPS API [default: 127.0.0.1:8443]
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    store: StoreOptions,
+    /// DEVELOPMENT ONLY: treat every API request as an administrator (sign-in is not
+    /// built yet). Never expose a host started with this.
+    #[arg(long)]
+    danger_no_auth: bool,
+    /// DEVELOPMENT ONLY: start modules of drivers no reviewer approved.
+    #[arg(long)]
+    danger_allow_unapproved: bool,
 }
 
 /// Where an installation keeps its data.
@@ -152,6 +173,18 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Driver(DriverCommand::Inspect(args)) => inspect(&args),
         Command::Driver(DriverCommand::Run(args)) => run(&args, cache_dir),
+        Command::Serve(args) => block_on(async move {
+            crate::serve::serve(crate::serve::ServeOptions {
+                config: args.config,
+                listen: args.listen,
+                data_dir: args.store.data_dir,
+                database_url: args.store.database_url,
+                danger_no_auth: args.danger_no_auth,
+                danger_allow_unapproved: args.danger_allow_unapproved,
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }),
         Command::Keys(command) => block_on(keys(command)),
         Command::Audit(AuditCommand::Verify(store)) => block_on(audit_verify(store)),
     };

@@ -8,6 +8,7 @@
 //! single allow/deny decision); [`component`] (reading a driver without running it);
 //! [`crypto`] (sealing at rest) and [`settings`] (levels and merging).
 
+pub mod api;
 pub mod capability;
 pub mod cli;
 pub mod component;
@@ -15,6 +16,7 @@ pub mod control;
 pub mod crypto;
 pub mod data_dir;
 pub mod runtime;
+pub mod serve;
 pub mod settings;
 pub mod slug;
 pub mod store;

@@ -1,0 +1,136 @@
+//! The API's one error type and its JSON shape:
+//! `{"error": {"code": "…", "message": "…", "field": "…"}}`.
+//!
+//! Codes are stable; messages are for people. A 4xx names what the caller got wrong (and
+//! the field, when one is at fault); a 5xx says only that the host failed, with an id
+//! that the log line holding the cause carries too. A driver that rejects an exec
+//! (`driver_error`, 422) is distinguishable from the host failing to run it.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::control::ControlError;
+use crate::runtime::ExecError;
+use crate::store::StoreError;
+
+/// An API error: a status, a stable code, a message, perhaps the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The stable code.
+    pub code: &'static str,
+    /// What went wrong, for a person.
+    pub message: String,
+    /// The request field at fault.
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    /// An error with no field.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    /// 400 `invalid`, naming `field`.
+    pub fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            field: Some(field.to_string()),
+            ..ApiError::new(StatusCode::BAD_REQUEST, "invalid", message)
+        }
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 401 `unauthenticated`.
+    pub fn unauthenticated(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+    }
+
+    /// 403 `forbidden`.
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// 500 `internal`: the cause is logged with an id; the caller sees the id only.
+    pub fn internal(cause: &dyn std::fmt::Display) -> ApiError {
+        let id = format!("{:016x}", fastrand::u64(..));
+        tracing::error!(error_id = %id, "request failed: {cause}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the host failed to handle the request (error id {id})"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let (Some(field), Some(object)) = (&self.field, error.as_object_mut()) {
+            object.insert("field".to_string(), json!(field));
+        }
+        (self.status, Json(json!({ "error": error }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> ApiError {
+        match error {
+            StoreError::NotFound { .. } => ApiError::not_found(error.to_string()),
+            StoreError::Invalid { field, message } => ApiError::invalid(field, message),
+            StoreError::Conflict(message) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", message)
+            }
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
+impl From<ExecError> for ApiError {
+    fn from(error: ExecError) -> ApiError {
+        let status = |status, code| ApiError::new(status, code, error.to_string());
+        match &error {
+            ExecError::Driver(_) => status(StatusCode::UNPROCESSABLE_ENTITY, "driver_error"),
+            ExecError::UnknownFunction(_) => status(StatusCode::NOT_FOUND, "unknown_function"),
+            ExecError::InvalidArguments(_) => ApiError::invalid("args", error.to_string()),
+            ExecError::Offline(_) => status(StatusCode::SERVICE_UNAVAILABLE, "offline"),
+            ExecError::Timeout(_) => status(StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            _ => status(StatusCode::SERVICE_UNAVAILABLE, "module_unavailable"),
+        }
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(error: ControlError) -> ApiError {
+        match error {
+            ControlError::Store(store) => store.into(),
+            ControlError::Exec(exec) => exec.into(),
+            ControlError::Invalid(message) => ApiError::invalid("component", message),
+            ControlError::NotRunning(_) => {
+                ApiError::new(StatusCode::CONFLICT, "module_stopped", error.to_string())
+            }
+            ControlError::NotApproved { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "driver_not_approved",
+                error.to_string(),
+            ),
+            ControlError::BadTarget { .. } | ControlError::Start { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "module_not_startable",
+                error.to_string(),
+            ),
+            ControlError::Load { .. } => ApiError::internal(&error),
+        }
+    }
+}
