@@ -7,6 +7,7 @@
 )]
 
 mod admin_cli;
+mod api;
 mod control;
 mod drivers;
 mod network;

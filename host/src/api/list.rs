@@ -6,27 +6,37 @@ use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
+use super::ApiError;
 use crate::store::{ListQuery, Page};
 
-/// The list parameters every list endpoint takes.
+/// The list parameters every list endpoint takes. Numbers arrive as text and are parsed
+/// here, so that a bad one is an error naming it (and so that a resource's own filters
+/// can be flattened beside them).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub(super) struct ListParams {
     /// Only records whose name contains this, ignoring case.
     pub q: Option<String>,
     /// At most this many (default 100, at most 1,000).
-    pub limit: Option<i64>,
+    pub limit: Option<String>,
     /// After skipping this many.
-    pub offset: Option<i64>,
+    pub offset: Option<String>,
 }
 
 impl ListParams {
-    pub(super) fn query(&self) -> ListQuery {
-        let defaults = ListQuery::default();
-        ListQuery {
+    pub(super) fn query(&self) -> Result<ListQuery, ApiError> {
+        let number = |field: &str, text: &Option<String>, default: i64| match text {
+            None => Ok(default),
+            Some(text) => text
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| ApiError::invalid(field, "must be a whole number, 0 or more")),
+        };
+        Ok(ListQuery {
             q: self.q.clone().filter(|q| !q.is_empty()),
-            limit: self.limit.unwrap_or(defaults.limit),
-            offset: self.offset.unwrap_or(0),
-        }
+            limit: number("limit", &self.limit, ListQuery::default().limit)?,
+            offset: number("offset", &self.offset, 0)?,
+        })
     }
 }
 

@@ -106,3 +106,34 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
             .ok_or_else(|| ApiError::unauthenticated("sign in first"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(roles: &[&str]) -> Principal {
+        Principal {
+            user_id: "user-x".to_string(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn roles_rank_admin_over_support_over_user() {
+        let user = with(&["user", "reviewer"]);
+        let support = with(&["support"]);
+        let admin = with(&["user", "admin"]);
+        assert!(user.require(Role::User).is_ok());
+        assert_eq!(user.require(Role::Support).unwrap_err().code, "forbidden");
+        assert!(support.require(Role::Support).is_ok());
+        assert!(support.require(Role::Admin).is_err());
+        assert!(admin.require(Role::Admin).is_ok());
+        assert!(user.may_call(FunctionLevel::User) && !user.may_call(FunctionLevel::Support));
+        assert!(
+            support.may_call(FunctionLevel::Support) && !support.may_call(FunctionLevel::Admin)
+        );
+        assert!(admin.may_call(FunctionLevel::Admin));
+        // No roles at all is the lowest level, never more.
+        assert!(with(&[]).require(Role::Support).is_err());
+    }
+}

@@ -43,7 +43,7 @@ async fn list(
     let systems = state
         .control
         .store()
-        .list_systems(&params.list.query(), params.zone_id.as_deref())
+        .list_systems(&params.list.query()?, params.zone_id.as_deref())
         .await?;
     Ok(page(systems))
 }

@@ -36,7 +36,7 @@ async fn list(
     let zones = state
         .control
         .store()
-        .list_zones(&params.list.query(), params.parent_id.as_deref())
+        .list_zones(&params.list.query()?, params.parent_id.as_deref())
         .await?;
     Ok(page(zones))
 }
