@@ -13,6 +13,7 @@ mod drivers;
 mod network;
 mod runtime;
 mod sandbox;
+mod serve;
 mod store;
 mod store_crash;
 mod support;

@@ -1,0 +1,250 @@
+//! `warden serve` as a real process, checked from outside with clients others wrote:
+//! OpenSSL's `s_client` probes which protocol versions, cipher suites and key-exchange
+//! groups the server accepts; curl verifies the generated certificate and talks to the
+//! API. Then SIGTERM stops it cleanly, and a restart keeps the certificate and the data.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Server {
+    child: Child,
+    port: u16,
+    fingerprint: String,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Server {
+    fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let port = warden_tests::free_port();
+        let mut child = Command::new(warden_tests::warden_bin())
+            .args(["serve", "--data-dir"])
+            .arg(data_dir)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .env_remove("WARDEN_MASTER_KEYS")
+            .env_remove("WARDEN_DATABASE_URL")
+            .current_dir(data_dir.parent().unwrap())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start warden serve");
+        let stdout = child.stdout.take().unwrap();
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if send.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut fingerprint = String::new();
+        loop {
+            let line = lines
+                .recv_timeout(Duration::from_secs(60))
+                .expect("warden serve printed nothing for 60 s");
+            if let Some(value) = line.strip_prefix("warden: TLS certificate SHA-256 fingerprint ") {
+                fingerprint = value.to_string();
+            }
+            if line.starts_with("warden: listening on https://") {
+                break;
+            }
+        }
+        Server {
+            child,
+            port,
+            fingerprint,
+            lines,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}/api/engine/v2{path}", self.port)
+    }
+
+    /// SIGTERM, then the exit status and the rest of its output.
+    fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        let status = self.child.wait().unwrap();
+        (status, self.lines.try_iter().collect())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+/// Whether `openssl s_client` with `args` completes a handshake.
+fn handshake(port: u16, args: &[&str]) -> bool {
+    let output = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl (scripts/setup installs it)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    // A completed handshake names its cipher; a refused one says `Cipher is (NONE)`.
+    text.contains("Cipher is ") && !text.contains("Cipher is (NONE)")
+}
+
+fn curl(server: &Server, ca: &Path, args: &[&str], path: &str) -> (u16, String) {
+    let output = Command::new("curl")
+        .args(["--silent", "--show-error", "--cacert"])
+        .arg(ca)
+        .args(["--write-out", "\n%{http_code}"])
+        .args(args)
+        .arg(server.url(path))
+        .output()
+        .expect("curl (scripts/setup installs it)");
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn scratch() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "warden-serve-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn serve_offers_only_the_tls_policy_and_stops_cleanly() {
+    let root = scratch();
+    let data_dir = root.join("warden-data");
+    let server = Server::start(&data_dir, &["--danger-no-auth"]);
+    let port = server.port;
+
+    // Offered: TLS 1.3 (AES-GCM), TLS 1.2 (ECDHE + AES-GCM), X25519, P-256, P-384.
+    for accepted in [
+        &["-tls1_3"][..],
+        &["-tls1_3", "-ciphersuites", "TLS_AES_128_GCM_SHA256"],
+        &["-tls1_3", "-ciphersuites", "TLS_AES_256_GCM_SHA384"],
+        &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"],
+        &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384"],
+        &["-tls1_3", "-groups", "X25519"],
+        &["-tls1_3", "-groups", "P-256"],
+        &["-tls1_3", "-groups", "P-384"],
+    ] {
+        assert!(handshake(port, accepted), "refused {accepted:?}");
+    }
+    // Refused: older protocols, CBC, ChaCha20, static RSA key exchange, other groups.
+    for refused in [
+        &["-tls1_1"][..],
+        &["-tls1"],
+        &["-tls1_3", "-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256"],
+        &["-tls1_2", "-cipher", "ECDHE-ECDSA-CHACHA20-POLY1305"],
+        &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA256"],
+        &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-SHA"],
+        &["-tls1_2", "-cipher", "AES128-GCM-SHA256"],
+        &["-tls1_3", "-groups", "X448"],
+        &["-tls1_3", "-groups", "ffdhe2048"],
+        &["-tls1_3", "-groups", "P-521"],
+    ] {
+        assert!(!handshake(port, refused), "accepted {refused:?}");
+    }
+
+    // The printed fingerprint is the certificate's; curl verifies the certificate itself.
+    let ca = data_dir.join("tls/self-signed.crt");
+    let openssl = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(&ca)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&openssl.stdout);
+    assert_eq!(
+        printed.trim().trim_start_matches("sha256 Fingerprint="),
+        server.fingerprint
+    );
+    let (status, body) = curl(
+        &server,
+        &ca,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"name":"Campus"}"#,
+        ],
+        "/zones",
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = curl(&server, &ca, &["--include"], "/zones");
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("strict-transport-security: max-age=31536000"),
+        "{body}"
+    );
+    assert!(body.contains("x-total-count: 1"), "{body}");
+    assert!(body.contains("\"name\":\"Campus\""), "{body}");
+    // There is no plain-HTTP listener.
+    let plain = Command::new("curl")
+        .args(["--silent", "--max-time", "5"])
+        .arg(format!("http://127.0.0.1:{port}/api/engine/v2/zones"))
+        .output()
+        .unwrap();
+    assert!(!plain.status.success(), "plain HTTP answered");
+
+    let (status, lines) = server.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(lines.iter().any(|l| l == "warden: stopped"), "{lines:?}");
+
+    // A restart keeps the certificate and the building.
+    let again = Server::start(&data_dir, &["--danger-no-auth"]);
+    assert_eq!(
+        again.fingerprint,
+        printed.trim().trim_start_matches("sha256 Fingerprint=")
+    );
+    let (status, body) = curl(&again, &ca, &[], "/zones?q=camp");
+    assert_eq!(status, 200);
+    assert!(body.contains("Campus"), "{body}");
+    let (status, _) = again.terminate();
+    assert!(status.success());
+    let _ = std::fs::remove_dir_all(root);
+}
+
+#[test]
+fn without_sign_in_every_request_is_refused() {
+    let root = scratch();
+    let data_dir = root.join("warden-data");
+    let server = Server::start(&data_dir, &[]);
+    let ca = data_dir.join("tls/self-signed.crt");
+    let (status, body) = curl(&server, &ca, &[], "/zones");
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("\"unauthenticated\""), "{body}");
+    let (status, _) = server.terminate();
+    assert!(status.success());
+    let _ = std::fs::remove_dir_all(root);
+}
+
+#[test]
+fn a_bad_configuration_is_refused_with_the_key_named() {
+    let root = scratch();
+    let config = root.join("warden.toml");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:1\"\n[tls]\ncertficate = \"x.pem\"\n",
+    )
+    .unwrap();
+    let output = Command::new(warden_tests::warden_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(root.join("data"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("certficate"), "{stderr}");
+    let _ = std::fs::remove_dir_all(root);
+}
