@@ -368,3 +368,265 @@ async fn systems_keep_order_and_membership() {
     assert!(api.control.runtime().system_modules(&room_id).is_empty());
     assert_eq!(store.module(&modules[0]).await.unwrap().system_id, None);
 }
+
+impl Api {
+    async fn upload(&mut self, path: &str, content_type: &str, bytes: Vec<u8>) -> Reply {
+        let request = Request::post(path)
+            .header("content-type", content_type)
+            .body(Body::from(bytes))
+            .unwrap();
+        let response = self.router.call(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        Reply {
+            status,
+            headers,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_is_registered_approved_run_and_called_through_the_api() {
+    let mut api = Api::new(true).await;
+    let peer = support::LinePeer::start(support::PeerBehaviour::default()).await;
+
+    // Register the component: metadata read from it, pending review.
+    let refused = api
+        .upload("/api/engine/v2/drivers", "text/plain", b"nope".to_vec())
+        .await;
+    assert_error(
+        &refused,
+        StatusCode::BAD_REQUEST,
+        "invalid",
+        Some("content-type"),
+    );
+    let garbage = api
+        .upload(
+            "/api/engine/v2/drivers",
+            "application/wasm",
+            b"\0asm garbage".to_vec(),
+        )
+        .await;
+    assert_error(
+        &garbage,
+        StatusCode::BAD_REQUEST,
+        "invalid",
+        Some("component"),
+    );
+    let bytes = std::fs::read(warden_tests::guests::ECHO).unwrap();
+    let driver = api
+        .upload(
+            "/api/engine/v2/drivers?source_repo=https://example.invalid/echo.git",
+            "application/wasm",
+            bytes,
+        )
+        .await;
+    assert_eq!(driver.status, StatusCode::CREATED, "{}", driver.body);
+    assert_eq!(driver.body["approval"], "pending");
+    assert_eq!(driver.body["module_name"], "Echo");
+    let driver_id = driver.body["id"].as_str().unwrap().to_string();
+
+    let module = api
+        .call(
+            Method::POST,
+            "/api/engine/v2/modules",
+            Some(json!({"driver_id": driver_id, "endpoint": peer.addr.to_string()})),
+        )
+        .await;
+    assert_eq!(module.status, StatusCode::CREATED, "{}", module.body);
+    let module_id = module.body["id"].as_str().unwrap().to_string();
+    let room = api
+        .call(
+            Method::POST,
+            "/api/engine/v2/systems",
+            Some(json!({"name": "Room", "modules": [module_id]})),
+        )
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Not approved: it does not start.
+    let start = format!("/api/engine/v2/modules/{module_id}/start");
+    let refused = api.call(Method::POST, &start, None).await;
+    assert_error(&refused, StatusCode::CONFLICT, "driver_not_approved", None);
+    let approved = api
+        .call(
+            Method::POST,
+            &format!("/api/engine/v2/drivers/{driver_id}/approval"),
+            Some(json!({"approval": "approved", "note": "read the source"})),
+        )
+        .await;
+    assert_eq!(approved.body["approval"], "approved", "{}", approved.body);
+    assert_eq!(
+        api.call(Method::POST, &start, None).await.status,
+        StatusCode::OK
+    );
+
+    // Settings at two levels; the module's init sees both, a person sees theirs.
+    for (level, value) in [
+        ("none", json!({"greeting": "hello room"})),
+        ("never_displayed", json!({"password": "s3cret"})),
+    ] {
+        let reply = api
+            .call(
+                Method::POST,
+                "/api/engine/v2/settings",
+                Some(json!({"parent_kind": "module", "parent_id": module_id, "level": level, "value": value})),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    }
+    let handle = api.control.runtime().module(&module_id).unwrap();
+    support::wait_status(&handle, "greeting", &json!("hello room")).await;
+    let seen = api
+        .call(
+            Method::GET,
+            &format!("/api/engine/v2/modules/{module_id}/settings"),
+            None,
+        )
+        .await;
+    assert_eq!(seen.body, json!({"greeting": "hello room"}));
+    let records = api
+        .call(
+            Method::GET,
+            &format!("/api/engine/v2/settings?parent_kind=module&parent_id={module_id}"),
+            None,
+        )
+        .await;
+    let records = records.body.as_array().unwrap().clone();
+    assert_eq!(records.len(), 2);
+    let hidden = records
+        .iter()
+        .find(|r| r["level"] == "never_displayed")
+        .unwrap();
+    assert!(hidden.get("value").is_none(), "{hidden}");
+    assert!(!serde_json::to_string(&records).unwrap().contains("s3cret"));
+    let hidden_history = api
+        .call(
+            Method::GET,
+            &format!(
+                "/api/engine/v2/settings/{}/history",
+                hidden["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_error(&hidden_history, StatusCode::FORBIDDEN, "forbidden", None);
+
+    // Exec by module id and by its name in the system; state; functions.
+    let by_id = api
+        .call(
+            Method::POST,
+            &format!("/api/engine/v2/modules/{module_id}/exec/ask"),
+            Some(json!(["hi"])),
+        )
+        .await;
+    assert_eq!(by_id.body, json!("you said hi"), "{}", by_id.body);
+    let by_name = api
+        .call(
+            Method::POST,
+            &format!("/api/engine/v2/systems/{room}/Echo_1/add"),
+            Some(json!({"a": 2, "b": 3})),
+        )
+        .await;
+    assert_eq!(by_name.body, json!(5), "{}", by_name.body);
+    let rejected = api
+        .call(
+            Method::POST,
+            &format!("/api/engine/v2/systems/{room}/Echo/fail"),
+            Some(json!(["no signal"])),
+        )
+        .await;
+    assert_error(
+        &rejected,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "driver_error",
+        None,
+    );
+    let unknown = api
+        .call(
+            Method::POST,
+            &format!("/api/engine/v2/systems/{room}/Echo_1/nothing"),
+            Some(json!([])),
+        )
+        .await;
+    assert_error(&unknown, StatusCode::NOT_FOUND, "unknown_function", None);
+    let no_module = api
+        .call(
+            Method::GET,
+            &format!("/api/engine/v2/systems/{room}/Display_1"),
+            None,
+        )
+        .await;
+    assert_error(&no_module, StatusCode::NOT_FOUND, "not_found", None);
+    let state = api
+        .call(
+            Method::GET,
+            &format!("/api/engine/v2/systems/{room}/Echo_1"),
+            None,
+        )
+        .await;
+    assert_eq!(state.body["greeting"], "hello room");
+    assert_eq!(state.body["connected"], true);
+    let key = api
+        .call(
+            Method::GET,
+            &format!("/api/engine/v2/modules/{module_id}/state/greeting"),
+            None,
+        )
+        .await;
+    assert_eq!(key.body, json!("hello room"));
+    let functions = api
+        .call(
+            Method::GET,
+            &format!("/api/engine/v2/systems/{room}/functions/Echo_1"),
+            None,
+        )
+        .await;
+    assert!(
+        functions.body["add"]["params"]["properties"]["a"].is_object(),
+        "{}",
+        functions.body
+    );
+
+    // History, stop, and a stopped module's calls.
+    let history = api
+        .call(
+            Method::GET,
+            &format!("/api/engine/v2/modules/{module_id}/history"),
+            None,
+        )
+        .await;
+    assert_eq!(history.status, StatusCode::OK, "{}", history.body);
+    assert!(!history.body["transitions"].as_array().unwrap().is_empty());
+    let stop = format!("/api/engine/v2/modules/{module_id}/stop");
+    assert_eq!(
+        api.call(Method::POST, &stop, None).await.status,
+        StatusCode::OK
+    );
+    let stopped = api
+        .call(
+            Method::POST,
+            &format!("/api/engine/v2/modules/{module_id}/exec/ask"),
+            Some(json!(["hi"])),
+        )
+        .await;
+    assert_error(&stopped, StatusCode::CONFLICT, "module_stopped", None);
+
+    // Every exec is audited under the caller.
+    let execs = api
+        .control
+        .store()
+        .audit_entries(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "module.exec")
+        .count();
+    assert_eq!(execs, 3, "ask, add and fail reached the driver");
+    api.control.shutdown().await;
+}

@@ -6,12 +6,15 @@
 //! Every route needs a [`Principal`] (see [`principal`]); every response carries the
 //! security headers of [`headers`].
 
+mod drivers;
 pub mod error;
 mod extract;
 pub mod headers;
 mod list;
+mod modules;
 pub mod principal;
 pub mod server;
+mod settings;
 mod systems;
 pub mod tls;
 mod zones;
@@ -41,6 +44,9 @@ pub fn app(state: ApiState) -> Router {
     let api = Router::new()
         .merge(zones::router())
         .merge(systems::router())
+        .merge(drivers::router())
+        .merge(modules::router())
+        .merge(settings::router())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             principal::authenticate,

@@ -5,8 +5,9 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use serde::Deserialize;
+use serde_json::{Value, json};
 
 use super::extract::{Json, Query};
 use super::list::{ListParams, page};
@@ -25,6 +26,91 @@ pub(super) fn router() -> Router<ApiState> {
             "/systems/{id}/module/{module_id}",
             put(add_module).delete(remove_module),
         )
+        .route("/systems/{id}/functions/{module_slug}", get(functions))
+        .route("/systems/{id}/{module_slug}", get(module_state))
+        .route("/systems/{id}/{module_slug}/{method}", post(module_exec))
+}
+
+/// The module called `slug` (`Display_1`, or `Display` for the first) in system `id`.
+async fn resolve(state: &ApiState, id: &str, slug: &str) -> Result<String, ApiError> {
+    let wanted = crate::slug::with_index(slug);
+    state
+        .control
+        .store()
+        .system_module_names(id)
+        .await?
+        .into_iter()
+        .find(|(name, _)| *name == wanted)
+        .map(|(_, module)| module)
+        .ok_or_else(|| ApiError::not_found(format!("system {id} has no module {slug}")))
+}
+
+async fn module_state(
+    State(state): State<ApiState>,
+    _caller: Principal,
+    Path((id, slug)): Path<(String, String)>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let module = resolve(&state, &id, &slug).await?;
+    let handle = state.control.runtime().module(&module).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "module_stopped",
+            format!("{slug} of system {id} is not running"),
+        )
+    })?;
+    Ok(axum::Json(Value::Object(
+        handle.status_snapshot().into_iter().collect(),
+    )))
+}
+
+async fn module_exec(
+    State(state): State<ApiState>,
+    caller: Principal,
+    Path((id, slug, method)): Path<(String, String, String)>,
+    Json(args): Json<Value>,
+) -> Result<axum::Json<Value>, ApiError> {
+    if !matches!(args, Value::Array(_) | Value::Object(_)) {
+        return Err(ApiError::invalid(
+            "args",
+            "send a JSON array or object of arguments",
+        ));
+    }
+    let module = resolve(&state, &id, &slug).await?;
+    Ok(axum::Json(
+        super::modules::call(&state, &caller, &module, &method, args).await?,
+    ))
+}
+
+/// The functions of the module called `slug` that the caller may call, with their
+/// JSON Schemas.
+async fn functions(
+    State(state): State<ApiState>,
+    caller: Principal,
+    Path((id, slug)): Path<(String, String)>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let module = resolve(&state, &id, &slug).await?;
+    let record = state.control.store().module(&module).await?;
+    let driver = state.control.store().driver(&record.driver_id).await?;
+    let metadata: crate::component::DriverMetadata = serde_json::from_value(driver.metadata)
+        .map_err(|error| ApiError::internal(&format!("driver {} metadata: {error}", driver.id)))?;
+    let visible: serde_json::Map<String, Value> = metadata
+        .functions
+        .iter()
+        .filter(|f| caller.may_call(f.level))
+        .map(|f| {
+            (
+                f.name.clone(),
+                json!({
+                    "description": f.description,
+                    "level": f.level,
+                    "params": f.params,
+                    "returns": f.returns,
+                    "order": f.param_names(),
+                }),
+            )
+        })
+        .collect();
+    Ok(axum::Json(Value::Object(visible)))
 }
 
 #[derive(Debug, Deserialize)]
