@@ -17,3 +17,4 @@ mod serve;
 mod store;
 mod store_crash;
 mod support;
+mod websocket;

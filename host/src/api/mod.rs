@@ -6,6 +6,7 @@
 //! Every route needs a [`Principal`] (see [`principal`]); every response carries the
 //! security headers of [`headers`].
 
+pub mod control_socket;
 mod drivers;
 pub mod error;
 mod extract;
@@ -43,6 +44,7 @@ pub struct ApiState {
 pub fn app(state: ApiState) -> Router {
     let api = Router::new()
         .merge(zones::router())
+        .merge(control_socket::router())
         .merge(systems::router())
         .merge(drivers::router())
         .merge(modules::router())

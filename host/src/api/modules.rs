@@ -7,14 +7,16 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::extract::{Json, Query};
 use super::list::{ListParams, page};
 use super::{ApiError, ApiState, Principal};
 use crate::runtime::ExecOptions;
 use crate::settings::{Audience, Role};
-use crate::store::{HistoryReport, ModuleFilter, ModulePatch, ModuleRecord, NewModule};
+use crate::store::{
+    HistoryReport, ModuleFilter, ModulePatch, ModuleRecord, NewAuditEntry, NewModule,
+};
 
 pub(super) fn router() -> Router<ApiState> {
     Router::new()
@@ -199,6 +201,15 @@ pub(super) async fn call(
         )
     })?;
     if !caller.may_call(function.level) {
+        // A refused call is recorded like a made one: who tried what.
+        state
+            .control
+            .store()
+            .audit(
+                &NewAuditEntry::new(&caller.actor(), "module.exec_refused", "module", id)
+                    .details(json!({"method": method, "reason": "role"})),
+            )
+            .await?;
         return Err(ApiError::forbidden(format!(
             "{method} needs a higher role than yours"
         )));

@@ -1,0 +1,344 @@
+//! The control WebSocket through the real server stack (TLS, HTTP/1.1 upgrade), driven by
+//! tokio-tungstenite, a WebSocket client written by others: ping, bind and notify (only
+//! on change), exec, debug, unbind, and PlaceOS's error codes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::Message;
+use warden::api::tls::{CertificateSource, CertificateStore};
+use warden::api::{ApiState, app};
+use warden::control::{Control, ControlConfig};
+use warden::store::{Actor, Approval, NewModule, NewSystem};
+
+use crate::store::TestDb;
+use crate::support;
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
+
+struct Client {
+    socket: Socket,
+}
+
+impl Client {
+    async fn send(&mut self, message: Value) {
+        self.socket
+            .send(Message::Text(message.to_string().into()))
+            .await
+            .unwrap();
+    }
+
+    async fn next_text(&mut self) -> String {
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(10), self.socket.next())
+                .await
+                .expect("a message within 10 s")
+                .expect("the socket is open")
+                .unwrap();
+            if let Message::Text(text) = message {
+                return text.to_string();
+            }
+        }
+    }
+
+    async fn next(&mut self) -> Value {
+        let text = self.next_text().await;
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+    }
+
+    /// Messages until one matches `wanted`, returning those seen before it too.
+    async fn until(&mut self, wanted: impl Fn(&Value) -> bool) -> (Value, Vec<Value>) {
+        let mut before = Vec::new();
+        loop {
+            let message = self.next().await;
+            if wanted(&message) {
+                return (message, before);
+            }
+            before.push(message);
+        }
+    }
+
+    /// Nothing arrives for `quiet`.
+    async fn silent_for(&mut self, quiet: Duration) -> Option<Message> {
+        tokio::time::timeout(quiet, self.socket.next())
+            .await
+            .ok()
+            .flatten()
+            .map(Result::unwrap)
+    }
+}
+
+async fn connect(port: u16, ca: &std::path::Path) -> Client {
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (socket, _) = tokio_tungstenite::client_async(
+        format!("wss://localhost:{port}/api/engine/v2/systems/control"),
+        tls,
+    )
+    .await
+    .unwrap();
+    Client { socket }
+}
+
+fn is_reply(id: i64) -> impl Fn(&Value) -> bool {
+    move |m| m["id"] == id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bind_exec_debug_and_errors_over_the_control_socket() {
+    let db = TestDb::sqlite().await;
+    let store = db.store().await;
+    let control = Control::new(store.clone(), support::runtime(), ControlConfig::default());
+    let peer = support::LinePeer::start(support::PeerBehaviour::default()).await;
+    let actor = Actor("test".into());
+    let bytes = std::fs::read(warden_tests::guests::ECHO).unwrap();
+    let driver = control
+        .register_driver(&actor, bytes, None, None)
+        .await
+        .unwrap()
+        .id;
+    store
+        .set_driver_approval(&actor, &driver, Approval::Approved, None)
+        .await
+        .unwrap();
+    let module = store
+        .create_module(
+            &actor,
+            &NewModule {
+                driver_id: driver.clone(),
+                endpoint: Some(peer.addr.to_string()),
+                running: true,
+                ..NewModule::default()
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    let room = store
+        .create_system(
+            &actor,
+            &NewSystem {
+                name: "Room".into(),
+                modules: vec![module.clone()],
+                ..NewSystem::default()
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    control.start_running().await.unwrap();
+    support::wait_status(
+        &control.runtime().module(&module).unwrap(),
+        "greeting",
+        &json!("hello"),
+    )
+    .await;
+
+    // The real server: TLS, HTTP/1.1, the upgrade.
+    let tls_dir = db.scratch();
+    let certificates = Arc::new(
+        CertificateStore::load(
+            CertificateSource::SelfSigned {
+                dir: tls_dir.clone(),
+                names: vec![],
+            },
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64,
+        )
+        .unwrap(),
+    );
+    let config = Arc::new(warden::api::tls::server_config(certificates).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(warden::api::server::serve(
+        listener,
+        config,
+        app(ApiState {
+            control: control.clone(),
+            danger_no_auth: true,
+        }),
+        stopped,
+    ));
+    let mut client = connect(port, &tls_dir.join("self-signed.crt")).await;
+
+    client
+        .socket
+        .send(Message::Text("ping".into()))
+        .await
+        .unwrap();
+    assert_eq!(client.next_text().await, "pong");
+
+    // bind: success, and the current value at once.
+    client
+        .send(json!({"id": 1, "cmd": "bind", "sys": room, "mod": "Echo", "index": 1, "name": "greeting"}))
+        .await;
+    let (notify, before) = client.until(|m| m["type"] == "notify").await;
+    assert_eq!(notify["value"], "hello");
+    assert_eq!(
+        notify["meta"],
+        json!({"sys": room, "mod": "Echo", "index": 1, "name": "greeting"})
+    );
+    let success = if before.is_empty() {
+        client.until(is_reply(1)).await.0
+    } else {
+        before[0].clone()
+    };
+    assert_eq!(success["type"], "success", "{success}");
+
+    // exec: its result, and the notify its status change causes.
+    client
+        .send(json!({"id": 2, "cmd": "exec", "sys": room, "mod": "Echo", "index": 1, "name": "publish", "args": ["greeting", "changed"]}))
+        .await;
+    let mut seen = [client.next().await, client.next().await];
+    seen.sort_by_key(|m| m["type"].as_str().unwrap_or("").to_string());
+    assert_eq!(seen[0]["type"], "notify");
+    assert_eq!(seen[0]["value"], "changed");
+    assert_eq!(seen[1]["id"], 2);
+    assert_eq!(seen[1]["type"], "success");
+    // The same value again is no change: no notify.
+    client
+        .send(json!({"id": 3, "cmd": "exec", "sys": room, "mod": "Echo", "index": 1, "name": "publish", "args": ["greeting", "changed"]}))
+        .await;
+    let (reply, before) = client.until(is_reply(3)).await;
+    assert_eq!(reply["type"], "success");
+    assert!(before.is_empty(), "{before:?}");
+    client
+        .send(json!({"id": 4, "cmd": "exec", "sys": room, "mod": "Echo", "index": 1, "name": "add", "args": {"a": 40, "b": 2}}))
+        .await;
+    let (reply, _) = client.until(is_reply(4)).await;
+    assert_eq!(reply["value"], 42);
+
+    // A driver's refusal is a request failure (3), with its message.
+    client
+        .send(json!({"id": 5, "cmd": "exec", "sys": room, "mod": "Echo", "index": 1, "name": "fail", "args": ["no signal"]}))
+        .await;
+    let (reply, _) = client.until(is_reply(5)).await;
+    assert_eq!(reply["type"], "error");
+    assert_eq!(reply["code"], 3);
+    assert!(
+        reply["msg"].as_str().unwrap().contains("no signal"),
+        "{reply}"
+    );
+
+    // debug: the module's log lines while it is open.
+    client
+        .send(json!({"id": 6, "cmd": "debug", "sys": room, "mod": "Echo", "index": 1, "name": "debug"}))
+        .await;
+    let (reply, _) = client.until(is_reply(6)).await;
+    assert_eq!(reply["mod_id"], module);
+    // Reaching a module outside its system is denied, and the denial is logged.
+    client
+        .send(json!({"id": 7, "cmd": "exec", "sys": room, "mod": "Echo", "index": 1, "name": "relay", "args": ["Display_1", "power", []]}))
+        .await;
+    let (line, _) = client.until(|m| m["type"] == "debug").await;
+    assert_eq!(line["mod"], module);
+    assert_eq!(line["klass"], "Echo");
+    assert!(line["msg"].is_string(), "{line}");
+    client
+        .send(json!({"id": 8, "cmd": "ignore", "sys": room, "mod": "Echo", "index": 1, "name": "debug"}))
+        .await;
+    client.until(is_reply(8)).await;
+
+    // unbind: no more notifies.
+    client
+        .send(json!({"id": 9, "cmd": "unbind", "sys": room, "mod": "Echo", "index": 1, "name": "greeting"}))
+        .await;
+    client.until(is_reply(9)).await;
+    client
+        .send(json!({"id": 10, "cmd": "exec", "sys": room, "mod": "Echo", "index": 1, "name": "publish", "args": ["greeting", "after unbind"]}))
+        .await;
+    let (_, before) = client.until(is_reply(10)).await;
+    assert!(before.iter().all(|m| m["type"] != "notify"), "{before:?}");
+
+    // PlaceOS's error codes.
+    for (request, code) in [
+        (
+            json!({"id": 20, "cmd": "bind", "sys": "sys-nope", "mod": "Echo", "index": 1, "name": "x"}),
+            5,
+        ),
+        (
+            json!({"id": 21, "cmd": "bind", "sys": room, "mod": "Display", "index": 1, "name": "x"}),
+            6,
+        ),
+        (
+            json!({"id": 22, "cmd": "bind", "sys": room, "mod": "Echo", "index": 2, "name": "x"}),
+            6,
+        ),
+        (
+            json!({"id": 23, "cmd": "launch", "sys": room, "mod": "Echo", "index": 1, "name": "x"}),
+            4,
+        ),
+        (
+            json!({"id": 24, "cmd": "bind", "mod": "Echo", "index": 1, "name": "x"}),
+            1,
+        ),
+        (
+            json!({"id": 25, "cmd": "exec", "sys": room, "mod": "Echo", "index": 1}),
+            1,
+        ),
+        (
+            json!({"id": 26, "cmd": "exec", "sys": room, "mod": "Echo", "index": 1, "name": "nothing", "args": []}),
+            3,
+        ),
+    ] {
+        let id = request["id"].as_i64().unwrap();
+        client.send(request).await;
+        let (reply, _) = client.until(is_reply(id)).await;
+        assert_eq!(reply["type"], "error", "{reply}");
+        assert_eq!(reply["code"], code, "{reply}");
+    }
+    client
+        .socket
+        .send(Message::Text("{not json".into()))
+        .await
+        .unwrap();
+    let (reply, _) = client.until(|m| m["type"] == "error").await;
+    assert_eq!(reply["code"], 0);
+    assert!(
+        client
+            .silent_for(Duration::from_millis(200))
+            .await
+            .is_none()
+    );
+
+    // The exec requests are audited like the API's.
+    let execs = store
+        .audit_entries(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "module.exec")
+        .count();
+    assert_eq!(
+        execs, 6,
+        "publish ×3, add, fail and relay reached the driver"
+    );
+
+    stop.send(true).unwrap();
+    drop(client);
+    server.await.unwrap();
+    control.shutdown().await;
+}
