@@ -248,3 +248,81 @@ fn a_bad_configuration_is_refused_with_the_key_named() {
     assert!(stderr.contains("certficate"), "{stderr}");
     let _ = std::fs::remove_dir_all(root);
 }
+
+/// sslyze (PyPI), a TLS scanner written by others, sees exactly the policy: no SSL, no TLS
+/// 1.0 or 1.1, ECDHE with AES-GCM on TLS 1.2, AES-GCM on TLS 1.3, X25519, P-256, P-384.
+#[test]
+fn sslyze_sees_only_the_tls_policy() {
+    let root = scratch();
+    let data_dir = root.join("warden-data");
+    let server = Server::start(&data_dir, &[]);
+    let report = root.join("sslyze.json");
+    let scan = Command::new(warden_tests::python())
+        .args(["-m", "sslyze", &format!("127.0.0.1:{}", server.port)])
+        .args([
+            "--sslv2",
+            "--sslv3",
+            "--tlsv1",
+            "--tlsv1_1",
+            "--tlsv1_2",
+            "--tlsv1_3",
+            "--elliptic_curves",
+        ])
+        .arg(format!("--json_out={}", report.display()))
+        .output()
+        .expect("sslyze (scripts/setup installs it)");
+    assert!(
+        scan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&scan.stdout)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let result = &report["server_scan_results"][0];
+    assert_eq!(result["scan_status"], "COMPLETED", "{result}");
+    let scans = &result["scan_result"];
+    let accepted = |scan: &str| -> Vec<String> {
+        let mut names: Vec<String> = scans[scan]["result"]["accepted_cipher_suites"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{scan}: {}", scans[scan]))
+            .iter()
+            .map(|suite| suite["cipher_suite"]["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    for refused in [
+        "ssl_2_0_cipher_suites",
+        "ssl_3_0_cipher_suites",
+        "tls_1_0_cipher_suites",
+        "tls_1_1_cipher_suites",
+    ] {
+        assert!(
+            accepted(refused).is_empty(),
+            "{refused}: {:?}",
+            accepted(refused)
+        );
+    }
+    assert_eq!(
+        accepted("tls_1_2_cipher_suites"),
+        [
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"
+        ]
+    );
+    assert_eq!(
+        accepted("tls_1_3_cipher_suites"),
+        ["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384"]
+    );
+    let mut curves: Vec<&str> = scans["elliptic_curves"]["result"]["supported_curves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|curve| curve["name"].as_str().unwrap())
+        .collect();
+    curves.sort();
+    assert_eq!(curves, ["X25519", "secp256r1", "secp384r1"]);
+    let (status, _) = server.terminate();
+    assert!(status.success());
+    let _ = std::fs::remove_dir_all(root);
+}
