@@ -104,85 +104,134 @@ fn is_reply(id: i64) -> impl Fn(&Value) -> bool {
     move |m| m["id"] == id
 }
 
+/// A store with an approved echo module in system "Room", the runtime running it, and
+/// the real server on a loopback port.
+struct Fixture {
+    _db: TestDb,
+    _peer: support::LinePeer,
+    store: warden::store::Store,
+    control: Control,
+    module: String,
+    room: String,
+    port: u16,
+    ca: std::path::PathBuf,
+    stop: tokio::sync::watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Fixture {
+    async fn start() -> Fixture {
+        let db = TestDb::sqlite().await;
+        let store = db.store().await;
+        let control = Control::new(store.clone(), support::runtime(), ControlConfig::default());
+        let peer = support::LinePeer::start(support::PeerBehaviour::default()).await;
+        let actor = Actor("test".into());
+        let bytes = std::fs::read(warden_tests::guests::ECHO).unwrap();
+        let driver = control
+            .register_driver(&actor, bytes, None, None)
+            .await
+            .unwrap()
+            .id;
+        store
+            .set_driver_approval(&actor, &driver, Approval::Approved, None)
+            .await
+            .unwrap();
+        let module = store
+            .create_module(
+                &actor,
+                &NewModule {
+                    driver_id: driver.clone(),
+                    endpoint: Some(peer.addr.to_string()),
+                    running: true,
+                    ..NewModule::default()
+                },
+            )
+            .await
+            .unwrap()
+            .id;
+        let room = store
+            .create_system(
+                &actor,
+                &NewSystem {
+                    name: "Room".into(),
+                    modules: vec![module.clone()],
+                    ..NewSystem::default()
+                },
+            )
+            .await
+            .unwrap()
+            .id;
+        control.start_running().await.unwrap();
+        support::wait_status(
+            &control.runtime().module(&module).unwrap(),
+            "greeting",
+            &json!("hello"),
+        )
+        .await;
+
+        // The real server: TLS, HTTP/1.1, the upgrade.
+        let tls_dir = db.scratch();
+        let certificates = Arc::new(
+            CertificateStore::load(
+                CertificateSource::SelfSigned {
+                    dir: tls_dir.clone(),
+                    names: vec![],
+                },
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs() as i64,
+            )
+            .unwrap(),
+        );
+        let config = Arc::new(warden::api::tls::server_config(certificates).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let server = tokio::spawn(warden::api::server::serve(
+            listener,
+            config,
+            app(ApiState {
+                control: control.clone(),
+                danger_no_auth: true,
+            }),
+            stopped,
+        ));
+
+        Fixture {
+            ca: tls_dir.join("self-signed.crt"),
+            _db: db,
+            _peer: peer,
+            store,
+            control,
+            module,
+            room,
+            port,
+            stop,
+            server,
+        }
+    }
+
+    async fn client(&self) -> Client {
+        connect(self.port, &self.ca).await
+    }
+
+    async fn finish(self) {
+        self.stop.send(true).unwrap();
+        self.server.await.unwrap();
+        self.control.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bind_exec_debug_and_errors_over_the_control_socket() {
-    let db = TestDb::sqlite().await;
-    let store = db.store().await;
-    let control = Control::new(store.clone(), support::runtime(), ControlConfig::default());
-    let peer = support::LinePeer::start(support::PeerBehaviour::default()).await;
-    let actor = Actor("test".into());
-    let bytes = std::fs::read(warden_tests::guests::ECHO).unwrap();
-    let driver = control
-        .register_driver(&actor, bytes, None, None)
-        .await
-        .unwrap()
-        .id;
-    store
-        .set_driver_approval(&actor, &driver, Approval::Approved, None)
-        .await
-        .unwrap();
-    let module = store
-        .create_module(
-            &actor,
-            &NewModule {
-                driver_id: driver.clone(),
-                endpoint: Some(peer.addr.to_string()),
-                running: true,
-                ..NewModule::default()
-            },
-        )
-        .await
-        .unwrap()
-        .id;
-    let room = store
-        .create_system(
-            &actor,
-            &NewSystem {
-                name: "Room".into(),
-                modules: vec![module.clone()],
-                ..NewSystem::default()
-            },
-        )
-        .await
-        .unwrap()
-        .id;
-    control.start_running().await.unwrap();
-    support::wait_status(
-        &control.runtime().module(&module).unwrap(),
-        "greeting",
-        &json!("hello"),
-    )
-    .await;
-
-    // The real server: TLS, HTTP/1.1, the upgrade.
-    let tls_dir = db.scratch();
-    let certificates = Arc::new(
-        CertificateStore::load(
-            CertificateSource::SelfSigned {
-                dir: tls_dir.clone(),
-                names: vec![],
-            },
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs() as i64,
-        )
-        .unwrap(),
+    let fixture = Fixture::start().await;
+    let (room, module, store) = (
+        fixture.room.clone(),
+        fixture.module.clone(),
+        fixture.store.clone(),
     );
-    let config = Arc::new(warden::api::tls::server_config(certificates).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(warden::api::server::serve(
-        listener,
-        config,
-        app(ApiState {
-            control: control.clone(),
-            danger_no_auth: true,
-        }),
-        stopped,
-    ));
-    let mut client = connect(port, &tls_dir.join("self-signed.crt")).await;
+    let mut client = fixture.client().await;
 
     client
         .socket
@@ -337,8 +386,69 @@ async fn bind_exec_debug_and_errors_over_the_control_socket() {
         "publish ×3, add, fail and relay reached the driver"
     );
 
-    stop.send(true).unwrap();
     drop(client);
-    server.await.unwrap();
-    control.shutdown().await;
+    fixture.finish().await;
+}
+
+/// A client that binds and stops reading does not hold up the module or other clients,
+/// and when it reads again it gets the latest value, not a backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_gets_the_latest_value_and_stalls_nobody() {
+    let fixture = Fixture::start().await;
+    let room = fixture.room.clone();
+    let mut slow = fixture.client().await;
+    slow.send(
+        json!({"id": 1, "cmd": "bind", "sys": room, "mod": "Echo", "index": 1, "name": "blob"}),
+    )
+    .await;
+    // It reads the bind's reply and the first value, then nothing for a while.
+    slow.until(|m| m["type"] == "notify").await;
+
+    // 200 values of 32 KiB (6.4 MiB in all, far more than the socket buffers hold). Were
+    // the module held up by the slow reader, an exec would time out and fail here.
+    let handle = fixture.control.runtime().module(&fixture.module).unwrap();
+    let mut quick = fixture.client().await;
+    for i in 0..200 {
+        let value = format!("{i:04}{}", "x".repeat(32 * 1024));
+        handle
+            .exec("publish", json!(["blob", value]), Default::default())
+            .await
+            .unwrap();
+        if i % 50 == 0 {
+            // Another client's requests are answered meanwhile.
+            quick
+                .socket
+                .send(Message::Text("ping".into()))
+                .await
+                .unwrap();
+            assert_eq!(quick.next_text().await, "pong");
+        }
+    }
+    // Now it reads: the values it gets end with the last one, and are far fewer than 200.
+    let mut values = Vec::new();
+    loop {
+        let message = slow.next().await;
+        if message["type"] == "notify" {
+            let value = message["value"].as_str().unwrap().to_string();
+            let done = value.starts_with("0199");
+            values.push(value[..4].to_string());
+            if done {
+                break;
+            }
+        }
+    }
+    assert!(
+        values.len() < 200,
+        "{} values: nothing was coalesced",
+        values.len()
+    );
+    let mut sorted = values.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted, values,
+        "values arrive in order, never an older one after a newer"
+    );
+    drop(slow);
+    drop(quick);
+    fixture.finish().await;
 }
