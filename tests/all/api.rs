@@ -618,6 +618,7 @@ async fn a_driver_is_registered_approved_run_and_called_through_the_api() {
     assert_error(&stopped, StatusCode::CONFLICT, "module_stopped", None);
 
     // Every exec is audited under the caller.
+    api.control.flush_audit().await;
     let execs = api
         .control
         .store()

@@ -216,6 +216,7 @@ async fn modules_start_from_stored_configuration_and_take_settings_changes() {
     );
 
     // Every exec is in the audit log, with who and what, never the argument values.
+    control.flush_audit().await;
     let entries = store.audit_entries(0, 1000).await.unwrap();
     let execs: Vec<_> = entries
         .iter()
@@ -448,4 +449,37 @@ async fn device_history_records_each_transition() {
     assert!(report.uptime_percent.unwrap() > 0.0 && report.uptime_percent.unwrap() < 100.0);
     device.abort();
     control.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_audit_entries_are_written_by_shutdown_at_the_latest() {
+    let db = TestDb::sqlite().await;
+    let store = db.store().await;
+    let control = Control::new(store.clone(), support::runtime(), config());
+    let peer = support::LinePeer::start(support::PeerBehaviour::default()).await;
+    let driver = echo_driver(&control).await;
+    approve(&store, &driver).await;
+    let module = echo_module(&store, &driver, &peer.addr.to_string(), true).await;
+    control.start_running().await.unwrap();
+    let handle = control.runtime().module(&module).unwrap();
+    wait_state(&handle, |s| matches!(s, ModuleState::Running)).await;
+    for i in 0..100 {
+        exec(&control, &module, "add", json!([i, 1])).await;
+    }
+    control.shutdown().await;
+    let execs: Vec<_> = store
+        .audit_entries(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "module.exec")
+        .collect();
+    assert_eq!(execs.len(), 100);
+    // In the order made, each stamped no later than the next.
+    assert!(
+        execs
+            .windows(2)
+            .all(|w| w[0].at <= w[1].at && w[0].seq < w[1].seq)
+    );
+    assert_eq!(store.verify_audit().await.unwrap().broken, None);
 }

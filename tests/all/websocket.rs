@@ -374,6 +374,7 @@ async fn bind_exec_debug_and_errors_over_the_control_socket() {
     );
 
     // The exec requests are audited like the API's.
+    fixture.control.flush_audit().await;
     let execs = store
         .audit_entries(0, 1000)
         .await

@@ -8,6 +8,7 @@
 //! the control layer what changed ([`Control::refresh_module`], [`Control::refresh_system`],
 //! [`Control::apply_settings`]), or use the methods here that do both.
 
+mod exec_audit;
 mod history;
 
 use std::collections::HashMap;
@@ -125,6 +126,9 @@ struct Inner {
     /// Starts and stops are serialised, so two requests cannot start one module twice.
     lifecycle: tokio::sync::Mutex<()>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The exec audit queue (taken at shutdown to close it) and its writer.
+    exec_audit: Mutex<Option<tokio::sync::mpsc::Sender<exec_audit::Item>>>,
+    exec_audit_writer: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
@@ -145,6 +149,7 @@ impl Control {
     /// pruning timer; call [`Control::start_running`] to start the stored modules.
     pub fn new(store: Store, runtime: Runtime, config: ControlConfig) -> Control {
         let recorder = history::spawn_recorder(store.clone(), runtime.clone());
+        let (exec_queue, exec_writer) = exec_audit::spawn_writer(store.clone());
         let pruner =
             history::spawn_pruner(store.clone(), config.history_retention, config.prune_every);
         Control {
@@ -155,6 +160,8 @@ impl Control {
                 drivers: Mutex::new(HashMap::new()),
                 lifecycle: tokio::sync::Mutex::new(()),
                 tasks: Mutex::new(vec![recorder, pruner]),
+                exec_audit: Mutex::new(Some(exec_queue)),
+                exec_audit_writer: Mutex::new(Some(exec_writer)),
             }),
         }
     }
@@ -387,7 +394,8 @@ impl Control {
 
     /// Run `method` on module `id` on behalf of `actor`. The audit log records who called
     /// which method of which module, with the argument names or count but not their
-    /// values (they may be credentials), before the call is made.
+    /// values (they may be credentials), stamped before the call is made and written in a
+    /// group commit (see [`exec_audit`]).
     pub async fn exec(
         &self,
         actor: &Actor,
@@ -406,20 +414,68 @@ impl Control {
             Value::Array(positional) => json!({"count": positional.len()}),
             _ => json!({}),
         };
-        self.inner
-            .store
-            .audit(
-                &NewAuditEntry::new(actor, "module.exec", "module", id)
-                    .details(json!({"method": method, "args": shape})),
-            )
-            .await?;
+        let entry = NewAuditEntry::new(actor, "module.exec", "module", id)
+            .details(json!({"method": method, "args": shape}));
+        let queue = self
+            .inner
+            .exec_audit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let queued = match queue {
+            Some(queue) => queue
+                .send(exec_audit::Item::Entry(
+                    self.inner.store.now(),
+                    entry.clone(),
+                ))
+                .await
+                .is_ok(),
+            None => false,
+        };
+        if !queued {
+            // Stopping: write it directly.
+            self.inner.store.audit(&entry).await?;
+        }
         Ok(handle.exec(method, args, options).await?)
+    }
+
+    /// Wait until every exec audit entry queued so far is written.
+    pub async fn flush_audit(&self) {
+        let queue = self
+            .inner
+            .exec_audit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(queue) = queue {
+            let (done, written) = tokio::sync::oneshot::channel();
+            if queue.send(exec_audit::Item::Flush(done)).await.is_ok() {
+                let _ = written.await;
+            }
+        }
     }
 
     /// Stop every module (they stay marked running, to start again next time) and the
     /// background tasks, after recording the modules' last transitions.
     pub async fn shutdown(&self) {
         self.inner.runtime.shutdown().await;
+        // Close the exec audit queue and let its writer finish what is queued.
+        drop(
+            self.inner
+                .exec_audit
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+        let writer = self
+            .inner
+            .exec_audit_writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(writer) = writer {
+            let _ = writer.await;
+        }
         // Let the recorder write the transitions the stops caused.
         tokio::time::sleep(history::FLUSH_WAIT).await;
         for task in self

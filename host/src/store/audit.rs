@@ -161,6 +161,19 @@ impl Store {
         Ok(seq)
     }
 
+    /// Record `entries`, each with the time it happened (Unix ms), in one transaction: the
+    /// host's group commit for execs.
+    pub async fn audit_all(&self, entries: &[(i64, NewAuditEntry)]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        for (at, entry) in entries {
+            append(tx.conn(), *at, entry).await?;
+        }
+        tx.commit().await
+    }
+
     /// Entries after sequence number `after`, oldest first, at most `limit` (≤ 1,000).
     pub async fn audit_entries(&self, after: i64, limit: i64) -> Result<Vec<AuditEntry>> {
         let rows = sqlx::query(
