@@ -402,27 +402,18 @@ fn exec_failure(failure: &ApiError) -> (Code, String) {
 
 /// The module `target` names, or the PlaceOS error for why there is none.
 async fn resolve(state: &ApiState, target: &Target) -> Result<String, (Code, String)> {
-    let names = match state.control.store().system_module_names(&target.sys).await {
-        Ok(names) => names,
-        Err(crate::store::StoreError::NotFound { .. }) => {
-            return Err((Code::SystemNotFound, format!("no system {}", target.sys)));
-        }
-        Err(other) => {
-            let failure = ApiError::internal(&other);
-            return Err((Code::UnexpectedFailure, failure.message));
-        }
-    };
     let wanted = format!("{}_{}", target.module, target.index);
-    names
-        .into_iter()
-        .find(|(name, _)| *name == wanted)
-        .map(|(_, module)| module)
-        .ok_or_else(|| {
-            (
-                Code::ModuleNotFound,
-                format!("system {} has no module {wanted}", target.sys),
-            )
-        })
+    match state.control.system_module(&target.sys, &wanted).await {
+        Ok(Some(module)) => Ok(module),
+        Ok(None) => Err((
+            Code::ModuleNotFound,
+            format!("system {} has no module {wanted}", target.sys),
+        )),
+        Err(crate::control::ControlError::Store(crate::store::StoreError::NotFound { .. })) => {
+            Err((Code::SystemNotFound, format!("no system {}", target.sys)))
+        }
+        Err(other) => Err((Code::UnexpectedFailure, ApiError::internal(&other).message)),
+    }
 }
 
 /// Send status `name` of `module` at once, then every change, for as long as the

@@ -33,15 +33,10 @@ pub(super) fn router() -> Router<ApiState> {
 
 /// The module called `slug` (`Display_1`, or `Display` for the first) in system `id`.
 async fn resolve(state: &ApiState, id: &str, slug: &str) -> Result<String, ApiError> {
-    let wanted = crate::slug::with_index(slug);
     state
         .control
-        .store()
-        .system_module_names(id)
+        .system_module(id, slug)
         .await?
-        .into_iter()
-        .find(|(name, _)| *name == wanted)
-        .map(|(_, module)| module)
         .ok_or_else(|| ApiError::not_found(format!("system {id} has no module {slug}")))
 }
 

@@ -439,6 +439,28 @@ impl Control {
         Ok(handle.exec(method, args, options).await?)
     }
 
+    /// The id of the module called `name` (`Display_1`, or `Display` for the first) in
+    /// system `system`: from the runtime's view of the system (kept in line with the store
+    /// by `refresh_system`, no database query), else from the store, which also tells a
+    /// missing system (`StoreError::NotFound`) from a missing module (`None`).
+    pub async fn system_module(
+        &self,
+        system: &str,
+        name: &str,
+    ) -> Result<Option<String>, ControlError> {
+        let wanted = crate::slug::with_index(name);
+        let found = |names: Vec<(String, String)>| {
+            names
+                .into_iter()
+                .find(|(slug, _)| *slug == wanted)
+                .map(|(_, module)| module)
+        };
+        if let Some(module) = found(self.inner.runtime.system_modules(system)) {
+            return Ok(Some(module));
+        }
+        Ok(found(self.inner.store.system_module_names(system).await?))
+    }
+
     /// Wait until every exec audit entry queued so far is written.
     pub async fn flush_audit(&self) {
         let queue = self
