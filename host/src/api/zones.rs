@@ -84,18 +84,15 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Admin)?;
-    let systems = state
-        .control
-        .store()
-        .list_systems(&Default::default(), Some(&id))
-        .await?;
+    // The systems it is in: their modules' settings lose its layer.
+    let systems = state.control.store().systems_in_zone(&id).await?;
     state
         .control
         .store()
         .delete_zone(&caller.actor(), &id)
         .await?;
-    for system in systems.items {
-        state.control.refresh_system(&system.id).await?;
+    for system in systems {
+        state.control.refresh_system(&system).await?;
     }
     Ok(StatusCode::ACCEPTED)
 }

@@ -376,6 +376,18 @@ impl Store {
         ))
     }
 
+    /// The ids of the systems zone `id` is in.
+    pub async fn systems_in_zone(&self, id: &str) -> Result<Vec<String>> {
+        let rows =
+            sqlx::query("SELECT system_id FROM system_zones WHERE zone_id = $1 ORDER BY system_id")
+                .bind(id)
+                .fetch_all(self.pool())
+                .await?;
+        rows.iter()
+            .map(|row| row.try_get("system_id").map_err(StoreError::from))
+            .collect()
+    }
+
     /// The ids of the systems module `id` is in.
     pub async fn systems_of_module(&self, id: &str) -> Result<Vec<String>> {
         let rows = sqlx::query(
