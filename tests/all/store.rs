@@ -473,6 +473,11 @@ async fn systems_keep_zone_and_module_order(db: TestDb) {
         .unwrap();
     assert_eq!(in_a.total, 0);
 
+    assert_eq!(
+        store.systems_in_zone(&b).await.unwrap(),
+        vec![room.id.clone()]
+    );
+    assert!(store.systems_in_zone(&a).await.unwrap().is_empty());
     // Deleting a zone takes it out of the systems that listed it.
     store.delete_zone(&admin(), &b).await.unwrap();
     assert_eq!(store.system(&room.id).await.unwrap().zones, [c]);
