@@ -395,7 +395,7 @@ impl Control {
     /// Run `method` on module `id` on behalf of `actor`. The audit log records who called
     /// which method of which module, with the argument names or count but not their
     /// values (they may be credentials), stamped before the call is made and written in a
-    /// group commit (see [`exec_audit`]).
+    /// group commit (`control/exec_audit.rs`).
     pub async fn exec(
         &self,
         actor: &Actor,
