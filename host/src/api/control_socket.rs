@@ -18,7 +18,8 @@
 //!   dropped and counted, and the client is told how many when the queue drains;
 //! - replies to the client's own requests go through a queue of [`REPLY_QUEUE`]; when it is
 //!   full, the session stops reading the client's requests until it drains, so a client
-//!   that sends without reading only slows itself down.
+//!   that sends without reading only slows itself down; likewise at most
+//!   [`MAX_EXECS_IN_FLIGHT`] execs run for one connection at a time.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +45,8 @@ pub const MAX_BINDINGS: usize = 1000;
 pub const REPLY_QUEUE: usize = 256;
 /// Debug lines queued for one connection.
 pub const DEBUG_QUEUE: usize = 256;
+/// Execs one connection may have in flight; further requests wait to be read.
+pub const MAX_EXECS_IN_FLIGHT: usize = 64;
 /// The largest request accepted.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
@@ -117,6 +120,7 @@ impl Target {
 /// What the writer sends, and what the producers leave for it.
 struct Outbox {
     replies: mpsc::Sender<Utf8Bytes>,
+    execs: Arc<tokio::sync::Semaphore>,
     debug: mpsc::Sender<Utf8Bytes>,
     debug_dropped: AtomicU64,
     /// The latest unsent value of each binding: `(target, name) -> notify message`.
@@ -166,6 +170,7 @@ async fn session(state: ApiState, caller: Principal, socket: WebSocket) {
     let (debug, mut debug_queue) = mpsc::channel::<Utf8Bytes>(DEBUG_QUEUE);
     let outbox = Arc::new(Outbox {
         replies,
+        execs: Arc::new(tokio::sync::Semaphore::new(MAX_EXECS_IN_FLIGHT)),
         debug,
         debug_dropped: AtomicU64::new(0),
         latest: Mutex::new(HashMap::new()),
@@ -368,11 +373,15 @@ async fn handle(
             }
             // The exec runs beside the session so a slow device never holds up the
             // connection's other requests.
+            let Ok(permit) = Arc::clone(&outbox.execs).acquire_owned().await else {
+                return;
+            };
             let state = state.clone();
             let caller = caller.clone();
             let outbox = Arc::clone(outbox);
             let success = success(None);
             tokio::spawn(async move {
+                let _permit = permit;
                 match super::modules::call(&state, &caller, &module_id, &name, args).await {
                     Ok(value) => {
                         let mut message = success;
