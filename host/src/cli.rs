@@ -1,6 +1,7 @@
 //! The `warden` command line: `warden driver inspect` and `warden driver run`, the
 //! reviewer's and the driver author's tools; `warden keys` and `warden audit`, the
-//! operator's tools for the master keys and the audit log of an installation.
+//! operator's tools for the master keys and the audit log of an installation; `warden
+//! user create`, local accounts (the first administrator among them).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -45,6 +46,44 @@ enum Command {
     /// The hash-chained audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Local accounts, on an installation's data directory (the host need not run).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a local account; `--admin` makes the first administrator of a new
+    /// installation without the setup token. The password is read from standard input
+    /// (`--password-stdin`) or generated and printed once.
+    Create(UserCreateArgs),
+}
+
+#[derive(Debug, Args)]
+struct UserCreateArgs {
+    /// Email address (the login name).
+    #[arg(long)]
+    email: String,
+    /// Username (default: the email).
+    #[arg(long)]
+    username: Option<String>,
+    /// First name.
+    #[arg(long, default_value = "")]
+    first_name: String,
+    /// Last name.
+    #[arg(long, default_value = "")]
+    last_name: String,
+    /// A role (admin, support, user, reviewer); repeat for several.
+    #[arg(long = "role")]
+    roles: Vec<String>,
+    /// Shorthand for `--role admin`.
+    #[arg(long)]
+    admin: bool,
+    /// Read the password from the first line of standard input.
+    #[arg(long)]
+    password_stdin: bool,
+    #[command(flatten)]
+    store: StoreOptions,
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +226,7 @@ pub fn main() -> ExitCode {
         }),
         Command::Keys(command) => block_on(keys(command)),
         Command::Audit(AuditCommand::Verify(store)) => block_on(audit_verify(store)),
+        Command::User(UserCommand::Create(args)) => block_on(user_create(args)),
     };
     match result {
         Ok(code) => code,
@@ -203,6 +243,64 @@ fn block_on(work: impl Future<Output = anyhow::Result<ExitCode>>) -> anyhow::Res
         .build()
         .context("starting the async runtime")?
         .block_on(work)
+}
+
+async fn user_create(args: UserCreateArgs) -> anyhow::Result<ExitCode> {
+    use std::io::BufRead as _;
+    use zeroize::Zeroizing;
+
+    let (password, generated) = if args.password_stdin {
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from standard input")?;
+        (
+            Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_string()),
+            false,
+        )
+    } else {
+        let secret = crate::auth::secret::Secret::generate(crate::auth::secret::SecretKind::Form);
+        let random: String = secret.expose().chars().skip(7).take(24).collect();
+        (Zeroizing::new(random), true)
+    };
+    let mut roles = args.roles.clone();
+    if args.admin && !roles.iter().any(|r| r == "admin") {
+        roles.push("admin".to_string());
+    }
+    // A new installation starts here as well as with `warden serve`.
+    let store = args.store.data_dir().open_store(true).await?;
+    let auth = crate::auth::Auth::new(
+        store.clone(),
+        &crate::auth::AuthConfig::default(),
+        "https://localhost",
+    )?;
+    let new = crate::store::NewUser {
+        email: args.email.clone(),
+        username: args.username.clone(),
+        first_name: args.first_name.clone(),
+        last_name: args.last_name.clone(),
+        roles,
+        auth_source: crate::auth::LOCAL_SOURCE.to_string(),
+    };
+    let user = auth
+        .create_local_user(
+            &crate::store::Actor("cli".to_string()),
+            &new,
+            password.clone(),
+        )
+        .await?;
+    store.close().await;
+    println!(
+        "created {} ({}), roles {}",
+        user.email,
+        user.id,
+        user.roles.join(", ")
+    );
+    if generated {
+        println!("password (shown once): {}", password.as_str());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {

@@ -9,6 +9,7 @@
 //! [`crypto`] (sealing at rest) and [`settings`] (levels and merging).
 
 pub mod api;
+pub mod auth;
 pub mod capability;
 pub mod cli;
 pub mod component;

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::api::tls::{CertificateSource, CertificateStore};
 use crate::api::{self, ApiState};
+use crate::auth::{Auth, AuthConfig};
 use crate::control::{Control, ControlConfig};
 use crate::data_dir::DataDir;
 use crate::runtime::{Runtime, RuntimeConfig};
@@ -44,6 +45,9 @@ pub struct ServeConfig {
     /// Modules.
     #[serde(default)]
     pub modules: ModulesConfig,
+    /// Sign-in: token lifetimes, the issuer URL, the password hashing cost.
+    #[serde(default)]
+    pub auth: AuthConfig,
 }
 
 /// `[tls]`: PEM files, or a generated self-signed certificate when both are absent.
@@ -188,11 +192,22 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
              expose this host"
         );
     }
-    println!(
-        "warden: listening on https://{}{}",
-        listener.local_addr()?,
-        api::BASE
-    );
+    let address = listener.local_addr()?;
+    println!("warden: listening on https://{address}{}", api::BASE);
+    let auth = Auth::new(store.clone(), &config.auth, &format!("https://{address}"))
+        .context("setting up sign-in")?;
+    if !options.danger_no_auth {
+        if let Some(token) = auth.issue_setup_token().await? {
+            // The one way in on a new installation: printed for the operator, never logged.
+            println!(
+                "warden: no administrator exists yet. Create the first one at\n  \
+                 {issuer}/auth/setup\nwith this one-time setup token (valid until this host stops \
+                 or it is used):\n  {token}\nor stop the host and run `warden user create --admin`.",
+                issuer = auth.issuer(),
+                token = token.expose()
+            );
+        }
+    }
 
     let (stop, stopped) = watch::channel(false);
     let renewal = tokio::spawn(renew_daily(Arc::clone(&certificates)));
@@ -200,14 +215,17 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         wait_for_signal().await;
         let _ = stop.send(true);
     });
+    let pruning = tokio::spawn(prune_hourly(auth.clone()));
     let app = api::app(ApiState {
         control: control.clone(),
+        auth,
         danger_no_auth: options.danger_no_auth,
     });
     api::server::serve(listener, tls, app, stopped).await;
     println!("warden: stopping");
     signals.abort();
     renewal.abort();
+    pruning.abort();
     control.shutdown().await;
     store.close().await;
     println!("warden: stopped");
@@ -226,6 +244,17 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate => {}
+    }
+}
+
+/// Delete expired codes, tokens and sessions every hour.
+async fn prune_hourly(auth: Auth) {
+    let mut timer = tokio::time::interval(Duration::from_secs(60 * 60));
+    loop {
+        timer.tick().await;
+        if let Err(error) = auth.prune(auth.now()).await {
+            tracing::warn!("pruning expired sign-in records failed: {error}");
+        }
     }
 }
 

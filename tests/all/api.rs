@@ -31,6 +31,7 @@ impl Api {
         let control = Control::new(store, support::runtime(), ControlConfig::default());
         Api {
             router: app(ApiState {
+                auth: support::auth(control.store()),
                 control: control.clone(),
                 danger_no_auth,
             }),

@@ -179,3 +179,16 @@ impl Drop for LinePeer {
         self.task.abort();
     }
 }
+
+/// Sign-in over `store` with a cheap password hash (tests hash many passwords).
+pub fn auth(store: &warden::store::Store) -> warden::auth::Auth {
+    let config = warden::auth::AuthConfig {
+        scrypt: warden::auth::password::ScryptCost {
+            log_n: 10,
+            r: 8,
+            p: 1,
+        },
+        ..Default::default()
+    };
+    warden::auth::Auth::new(store.clone(), &config, "https://warden.test").unwrap()
+}

@@ -192,6 +192,7 @@ impl Fixture {
             listener,
             config,
             app(ApiState {
+                auth: crate::support::auth(control.store()),
                 control: control.clone(),
                 danger_no_auth: true,
             }),

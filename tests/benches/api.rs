@@ -184,6 +184,11 @@ async fn bench(dir: &std::path::Path, counts: &Counts) -> anyhow::Result<()> {
         listener,
         config,
         app(ApiState {
+            auth: warden::auth::Auth::new(
+                control.store().clone(),
+                &warden::auth::AuthConfig::default(),
+                "https://127.0.0.1",
+            )?,
             control: control.clone(),
             danger_no_auth: true,
         }),

@@ -177,12 +177,23 @@ async fn session(state: ApiState, caller: Principal, socket: WebSocket) {
         wake: Notify::new(),
     });
     let writer_outbox = Arc::clone(&outbox);
-    let writer = tokio::spawn(async move {
+    let (close, mut closing) = tokio::sync::oneshot::channel::<()>();
+    let mut writer = tokio::spawn(async move {
         let outbox = writer_outbox;
         loop {
             let message: Vec<Utf8Bytes> = tokio::select! {
                 biased;
                 Some(message) = reply_queue.recv() => vec![message],
+                _ = &mut closing => {
+                    // The session ends: what it still had to say goes out, then the close.
+                    while let Ok(message) = reply_queue.try_recv() {
+                        if sink.send(Message::Text(message)).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = sink.close().await;
+                    return;
+                }
                 _ = outbox.wake.notified() => {
                     let drained: Vec<Value> = outbox
                         .latest
@@ -246,9 +257,18 @@ async fn session(state: ApiState, caller: Principal, socket: WebSocket) {
                 }
             }
         };
+        // The credential is checked again on every request, so an expired or revoked
+        // token stops working at once; the client reconnects with a fresh one.
+        let current = match state.auth.recheck(&caller, state.auth.now()).await {
+            Ok(current) => current,
+            Err(why) => {
+                error(&outbox, &request.id, Code::AccessDenied, why.to_string()).await;
+                break;
+            }
+        };
         handle(
             &state,
-            &caller,
+            &current,
             &outbox,
             &mut bindings,
             &mut debugs,
@@ -263,6 +283,8 @@ async fn session(state: ApiState, caller: Principal, socket: WebSocket) {
         task.abort();
     }
     drop(outbox);
+    let _ = close.send(());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), &mut writer).await;
     writer.abort();
 }
 
@@ -339,6 +361,16 @@ async fn handle(
             reply(outbox, success(None)).await;
         }
         "debug" => {
+            // A module's log can say more than its status: the back office's level.
+            if caller.require(crate::settings::Role::Support).is_err() {
+                return error(
+                    outbox,
+                    &id,
+                    Code::AccessDenied,
+                    "debug needs the support role",
+                )
+                .await;
+            }
             if !debugs.contains_key(&target) {
                 let task = tokio::spawn(watch_log(
                     state.clone(),

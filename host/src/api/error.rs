@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::auth::AuthError;
 use crate::control::ControlError;
 use crate::runtime::ExecError;
 use crate::store::StoreError;
@@ -92,6 +93,27 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(message) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", message)
             }
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> ApiError {
+        match error {
+            AuthError::Store(store) => store.into(),
+            AuthError::Password(crate::auth::password::PasswordError::Weak(message)) => {
+                ApiError::invalid("password", message)
+            }
+            AuthError::InvalidCredential | AuthError::Deactivated | AuthError::BadPassword => {
+                ApiError::unauthenticated(error.to_string())
+            }
+            AuthError::RateLimited { .. } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                error.to_string(),
+            ),
+            AuthError::Config(message) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
             other => ApiError::internal(&other),
         }
     }

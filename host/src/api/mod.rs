@@ -3,9 +3,13 @@
 //! ([`error::ApiError`]). [`app`] builds the whole service, so tests call it directly;
 //! [`server`] serves it over TLS ([`tls`]).
 //!
-//! Every route needs a [`Principal`] (see [`principal`]); every response carries the
-//! security headers of [`headers`].
+//! A request's credential is checked by [`principal`]; what each route needs is the
+//! table in [`access`]; every response carries the security headers of [`headers`]. The
+//! authorization server and the sign-in pages live beside the API under `/auth`
+//! ([`oauth`], [`sign_in`]).
 
+pub mod access;
+mod api_keys;
 pub mod control_socket;
 mod drivers;
 pub mod error;
@@ -13,11 +17,16 @@ mod extract;
 pub mod headers;
 mod list;
 mod modules;
+mod oauth;
+mod oauth_apps;
+mod pages;
 pub mod principal;
 pub mod server;
 mod settings;
+mod sign_in;
 mod systems;
 pub mod tls;
+mod users;
 mod zones;
 
 use axum::Router;
@@ -26,6 +35,7 @@ use axum::middleware;
 pub use error::ApiError;
 pub use principal::Principal;
 
+use crate::auth::Auth;
 use crate::control::Control;
 
 /// The path every API route is under.
@@ -36,6 +46,8 @@ pub const BASE: &str = "/api/engine/v2";
 pub struct ApiState {
     /// The control layer (and through it the store and the runtime).
     pub control: Control,
+    /// Sign-in and credentials.
+    pub auth: Auth,
     /// Every request is an administrator (development only; see [`principal`]).
     pub danger_no_auth: bool,
 }
@@ -49,13 +61,22 @@ pub fn app(state: ApiState) -> Router {
         .merge(drivers::router())
         .merge(modules::router())
         .merge(settings::router())
+        .merge(users::router())
+        .merge(api_keys::router())
+        .merge(oauth_apps::router())
+        .route_layer(middleware::from_fn(access::enforce))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             principal::authenticate,
         ))
+        .with_state(state.clone());
+    let auth = Router::new()
+        .merge(oauth::router())
+        .merge(sign_in::router())
         .with_state(state);
     Router::new()
         .nest(BASE, api)
+        .merge(auth)
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(middleware::map_response(headers::secure))
 }

@@ -13,7 +13,7 @@ use super::extract::{Json, Query};
 use super::list::{ListParams, page};
 use super::{ApiError, ApiState, Principal};
 use crate::runtime::ExecOptions;
-use crate::settings::{Audience, Role};
+use crate::settings::Audience;
 use crate::store::{
     HistoryReport, ModuleFilter, ModulePatch, ModuleRecord, NewAuditEntry, NewModule,
 };
@@ -74,7 +74,6 @@ async fn create(
     caller: Principal,
     Json(new): Json<NewModule>,
 ) -> Result<Response, ApiError> {
-    caller.require(Role::Admin)?;
     let module = state
         .control
         .store()
@@ -100,7 +99,6 @@ async fn update(
     Path(id): Path<String>,
     Json(patch): Json<ModulePatch>,
 ) -> Result<axum::Json<ModuleRecord>, ApiError> {
-    caller.require(Role::Admin)?;
     let module = state
         .control
         .store()
@@ -115,7 +113,6 @@ async fn remove(
     caller: Principal,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require(Role::Admin)?;
     let systems = state.control.store().systems_of_module(&id).await?;
     state
         .control
@@ -134,7 +131,6 @@ async fn start(
     caller: Principal,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require(Role::Support)?;
     state.control.start_module(&caller.actor(), &id).await?;
     Ok(StatusCode::OK)
 }
@@ -144,7 +140,6 @@ async fn stop(
     caller: Principal,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require(Role::Support)?;
     state.control.stop_module(&caller.actor(), &id).await?;
     Ok(StatusCode::OK)
 }
@@ -200,6 +195,11 @@ pub(super) async fn call(
             format!("the driver has no function {method}"),
         )
     })?;
+    if caller.read_only() {
+        return Err(ApiError::forbidden(
+            "this credential may only read (scope read): it calls no function",
+        ));
+    }
     if !caller.may_call(function.level) {
         // A refused call is recorded like a made one: who tried what.
         state

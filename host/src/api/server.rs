@@ -78,8 +78,13 @@ pub async fn serve(
             };
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                 let mut app = app.clone();
+                let mut request = request.map(axum::body::Body::new);
+                // The client's address, for sign-in rate limiting and the audit log.
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
                 async move {
-                    let response = app.call(request.map(axum::body::Body::new)).await;
+                    let response = app.call(request).await;
                     Ok::<_, Infallible>(match response {
                         Ok(response) => response,
                         Err(never) => match never {},

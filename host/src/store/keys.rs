@@ -160,7 +160,8 @@ impl Store {
     pub async fn records_by_key(&self) -> Result<Vec<(u32, i64)>> {
         let rows = sqlx::query(
             "SELECT key_id, COUNT(*) AS n FROM \
-             (SELECT key_id FROM settings UNION ALL SELECT key_id FROM settings_history) AS sealed \
+             (SELECT key_id FROM settings UNION ALL SELECT key_id FROM settings_history \
+             UNION ALL SELECT key_id FROM user_passwords) AS sealed \
              GROUP BY key_id ORDER BY key_id",
         )
         .fetch_all(self.pool())
@@ -253,6 +254,37 @@ impl Store {
             .bind(revision)
             .bind(fresh)
             .bind(active)
+            .execute(tx.conn())
+            .await?;
+            done += updated.rows_affected();
+        }
+        let passwords = sqlx::query(
+            "SELECT user_id, phc, updated_at FROM user_passwords WHERE key_id <> $1 \
+             ORDER BY user_id LIMIT $2",
+        )
+        .bind(active)
+        .bind(batch)
+        .fetch_all(tx.conn())
+        .await?;
+        for row in &passwords {
+            let user: String = row.try_get("user_id")?;
+            let sealed: Vec<u8> = row.try_get("phc")?;
+            let binding = Binding {
+                table: "user_passwords",
+                row: &user,
+                field: "phc",
+                level: "",
+            };
+            let fresh = ring.reseal(&binding, &sealed)?;
+            let updated_at: i64 = row.try_get("updated_at")?;
+            let updated = sqlx::query(
+                "UPDATE user_passwords SET phc = $2, key_id = $3 \
+                 WHERE user_id = $1 AND updated_at = $4",
+            )
+            .bind(&user)
+            .bind(fresh)
+            .bind(active)
+            .bind(updated_at)
             .execute(tx.conn())
             .await?;
             done += updated.rows_affected();

@@ -21,6 +21,7 @@ mod keys;
 mod model;
 mod modules;
 mod settings;
+mod sign_in;
 mod systems;
 mod users;
 mod zones;
@@ -40,6 +41,7 @@ pub use keys::{KeySource, RotationReport};
 pub use model::*;
 pub use modules::ModuleFilter;
 pub use settings::{SettingsRecord, SettingsVersion};
+pub use sign_in::*;
 
 use crate::crypto::{CryptoError, KeyError};
 

@@ -326,6 +326,8 @@ pub struct User {
     pub roles: Vec<String>,
     /// Where they sign in: `local`, or the identity source's id.
     pub auth_source: String,
+    /// Whether they may sign in; a deactivated user's tokens, sessions and keys are revoked.
+    pub active: bool,
     /// Created, Unix ms.
     pub created_at: i64,
     /// Last changed, Unix ms.
@@ -366,6 +368,8 @@ pub struct UserPatch {
     pub last_name: Option<String>,
     /// New roles.
     pub roles: Option<Vec<String>>,
+    /// Activate or deactivate: deactivating revokes every token, session and API key.
+    pub active: Option<bool>,
 }
 
 /// The roles a user may hold.

@@ -6,10 +6,11 @@ use sqlx::{AnyConnection, Row};
 
 use super::audit::{NewAuditEntry, append};
 use super::model::{Actor, ListQuery, NewUser, Page, ROLES, User, UserPatch, checked_name};
+use super::sign_in::revoke_user_credentials;
 use super::{Result, Store, StoreError, json_column, like_pattern, new_id};
 
-const COLUMNS: &str =
-    "id, email, username, first_name, last_name, roles, auth_source, created_at, updated_at";
+const COLUMNS: &str = "id, email, username, first_name, last_name, roles, auth_source, \
+                       created_at, updated_at, deactivated_at";
 
 fn user_from(row: &AnyRow) -> Result<User> {
     let id: String = row.try_get("id")?;
@@ -20,6 +21,7 @@ fn user_from(row: &AnyRow) -> Result<User> {
         first_name: row.try_get("first_name")?,
         last_name: row.try_get("last_name")?,
         auth_source: row.try_get("auth_source")?,
+        active: row.try_get::<Option<i64>, _>("deactivated_at")?.is_none(),
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         id,
@@ -32,6 +34,13 @@ async fn fetch_by(conn: &mut AnyConnection, column: &str, value: &str) -> Result
         .fetch_optional(conn)
         .await?;
     row.as_ref().map(user_from).transpose()
+}
+
+/// The user `id`, in the caller's connection or transaction.
+pub(crate) async fn fetch_user(conn: &mut AnyConnection, id: &str) -> Result<User> {
+    fetch_by(conn, "id", id)
+        .await?
+        .ok_or_else(|| StoreError::not_found("user", id))
 }
 
 /// Emails compare without case: stored lower-cased.
@@ -76,7 +85,7 @@ impl Store {
         let now = self.now();
         let mut tx = self.begin_write().await?;
         sqlx::query(&format!(
-            "INSERT INTO users ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)"
+            "INSERT INTO users ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, NULL)"
         ))
         .bind(&id)
         .bind(&email)
@@ -175,9 +184,18 @@ impl Store {
             user.roles = checked_roles(roles)?;
             changed.push("roles");
         }
+        let deactivating = patch.active == Some(false) && user.active;
+        if let Some(active) = patch.active {
+            if active != user.active {
+                changed.push("active");
+            }
+            user.active = active;
+        }
         sqlx::query(
             "UPDATE users SET email = $2, username = $3, first_name = $4, last_name = $5, \
-             roles = $6, updated_at = $7 WHERE id = $1",
+             roles = $6, updated_at = $7, \
+             deactivated_at = CASE WHEN $8 = 1 THEN NULL ELSE COALESCE(deactivated_at, $7) END \
+             WHERE id = $1",
         )
         .bind(id)
         .bind(&user.email)
@@ -186,6 +204,7 @@ impl Store {
         .bind(&user.last_name)
         .bind(serde_json::to_string(&user.roles).unwrap_or_default())
         .bind(now)
+        .bind(i64::from(user.active))
         .execute(tx.conn())
         .await
         .map_err(|error| {
@@ -194,6 +213,9 @@ impl Store {
             })
         })?;
         user.updated_at = now;
+        if deactivating {
+            revoke_user_credentials(tx.conn(), id, now, "user deactivated").await?;
+        }
         append(
             tx.conn(),
             now,
@@ -224,5 +246,35 @@ impl Store {
         )
         .await?;
         tx.commit().await
+    }
+}
+
+impl Store {
+    /// The user whose email or username is `login` (emails compare without case).
+    pub async fn user_by_login(&self, login: &str) -> Result<Option<User>> {
+        let login = login.trim();
+        let mut conn = self.pool().acquire().await?;
+        if let Some(user) = fetch_by(&mut conn, "email", &login.to_lowercase()).await? {
+            return Ok(Some(user));
+        }
+        fetch_by(&mut conn, "username", login).await
+    }
+
+    /// Whether an active user holds the `admin` role.
+    pub async fn admin_exists(&self) -> Result<bool> {
+        Ok(self.active_admins_besides("").await? > 0)
+    }
+
+    /// How many active users other than `user_id` hold the `admin` role.
+    pub async fn active_admins_besides(&self, user_id: &str) -> Result<i64> {
+        // Roles are a JSON array of known names, so the quoted name matches only itself.
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM users WHERE deactivated_at IS NULL \
+             AND roles LIKE '%\"admin\"%' AND id <> $1",
+        )
+        .bind(user_id)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row.try_get("n")?)
     }
 }
