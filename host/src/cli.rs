@@ -49,6 +49,34 @@ enum Command {
     /// Local accounts, on an installation's data directory (the host need not run).
     #[command(subcommand)]
     User(UserCommand),
+    /// API keys, on an installation's data directory: the operator's way to a first
+    /// credential for scripts and the CLI client.
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ApiKeyCommand {
+    /// Create an API key for a user; it is printed once and stored only as a hash.
+    Create(ApiKeyCreateArgs),
+}
+
+#[derive(Debug, Args)]
+struct ApiKeyCreateArgs {
+    /// The user's email or username.
+    #[arg(long)]
+    user: String,
+    /// What the key is for.
+    #[arg(long)]
+    name: String,
+    /// `public` (everything the user may do, the default) or `read`.
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// Days until it stops working (default: never).
+    #[arg(long)]
+    expires_in_days: Option<u32>,
+    #[command(flatten)]
+    store: StoreOptions,
 }
 
 #[derive(Debug, Subcommand)]
@@ -227,6 +255,7 @@ pub fn main() -> ExitCode {
         Command::Keys(command) => block_on(keys(command)),
         Command::Audit(AuditCommand::Verify(store)) => block_on(audit_verify(store)),
         Command::User(UserCommand::Create(args)) => block_on(user_create(args)),
+        Command::ApiKey(ApiKeyCommand::Create(args)) => block_on(api_key_create(args)),
     };
     match result {
         Ok(code) => code,
@@ -300,6 +329,42 @@ async fn user_create(args: UserCreateArgs) -> anyhow::Result<ExitCode> {
     if generated {
         println!("password (shown once): {}", password.as_str());
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn api_key_create(args: ApiKeyCreateArgs) -> anyhow::Result<ExitCode> {
+    let store = args.store.data_dir().open_store(false).await?;
+    let user = store
+        .user_by_login(&args.user)
+        .await?
+        .with_context(|| format!("no user {}", args.user))?;
+    let auth = crate::auth::Auth::new(
+        store.clone(),
+        &crate::auth::AuthConfig::default(),
+        "https://localhost",
+    )?;
+    let expires_at = args
+        .expires_in_days
+        .map(|days| store.now() + i64::from(days) * 24 * 60 * 60 * 1000);
+    let (record, key) = auth
+        .create_api_key(
+            &crate::store::Actor("cli".to_string()),
+            &crate::store::NewApiKey {
+                user_id: user.id.clone(),
+                name: args.name.clone(),
+                scopes: args.scopes.clone(),
+                expires_at,
+            },
+        )
+        .await?;
+    store.close().await;
+    eprintln!(
+        "API key {} for {} (scopes {}); send it as X-API-Key. It is shown once:",
+        record.id,
+        user.email,
+        record.scopes.join(", ")
+    );
+    println!("{}", key.expose());
     Ok(ExitCode::SUCCESS)
 }
 

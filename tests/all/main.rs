@@ -6,6 +6,8 @@
     clippy::indexing_slicing
 )]
 
+#[macro_use]
+mod support;
 mod admin_cli;
 mod api;
 mod control;
@@ -14,7 +16,7 @@ mod network;
 mod runtime;
 mod sandbox;
 mod serve;
+mod sign_in;
 mod store;
 mod store_crash;
-mod support;
 mod websocket;

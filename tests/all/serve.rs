@@ -25,17 +25,30 @@ impl Server {
             .args(extra)
             .env_remove("WARDEN_MASTER_KEYS")
             .env_remove("WARDEN_DATABASE_URL")
+            // The host's own log at its most talkative, to show what it never says.
+            .env("WARDEN_LOG", "debug")
             .current_dir(data_dir.parent().unwrap())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start warden serve");
         let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
         let (send, lines) = std::sync::mpsc::channel();
+        let errors = send.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { return };
                 if send.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                eprintln!("{line}");
+                if errors.send(format!("stderr: {line}")).is_err() {
                     return;
                 }
             }
@@ -324,5 +337,199 @@ fn sslyze_sees_only_the_tls_policy() {
     assert_eq!(curves, ["X25519", "secp256r1", "secp384r1"]);
     let (status, _) = server.terminate();
     assert!(status.success());
+    let _ = std::fs::remove_dir_all(root);
+}
+
+/// curl as a browser: a cookie jar, no redirects followed; the status, the headers and
+/// the body.
+fn browse(
+    server: &Server,
+    ca: &Path,
+    jar: &Path,
+    args: &[&str],
+    path: &str,
+) -> (u16, String, String) {
+    let output = Command::new("curl")
+        .args(["--silent", "--show-error", "--cacert"])
+        .arg(ca)
+        .arg("--cookie-jar")
+        .arg(jar)
+        .arg("--cookie")
+        .arg(jar)
+        .args(["--dump-header", "-", "--write-out", "\n%{http_code}"])
+        .args(args)
+        .arg(format!("https://127.0.0.1:{}{path}", server.port))
+        .output()
+        .expect("curl (scripts/setup installs it)");
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let (rest, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    let (headers, body) = rest.split_once("\r\n\r\n").unwrap_or((rest, ""));
+    (
+        code.trim().parse().unwrap_or(0),
+        headers.to_string(),
+        body.to_string(),
+    )
+}
+
+fn header_value(headers: &str, name: &str) -> String {
+    headers
+        .lines()
+        .find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no {name} in {headers}"))
+}
+
+fn csrf_of(page: &str) -> String {
+    let marker = "name=\"csrf\" value=\"";
+    let start = page.find(marker).expect("a form") + marker.len();
+    page[start..].split('"').next().unwrap().to_string()
+}
+
+#[test]
+fn a_new_installation_is_set_up_and_signed_into_over_https() {
+    let root = scratch();
+    let data_dir = root.join("warden-data");
+    let server = Server::start(&data_dir, &[]);
+    let ca = data_dir.join("tls/self-signed.crt");
+    let jar = root.join("cookies");
+    // The host printed the one-time setup token after it started listening.
+    let mut printed = Vec::new();
+    let token = loop {
+        let line = server.lines.recv_timeout(Duration::from_secs(30)).unwrap();
+        printed.push(line.clone());
+        if let Some(token) = line.trim().strip_prefix("wdn_su_") {
+            break format!("wdn_su_{token}");
+        }
+    };
+    // Nothing works before an administrator exists, not even with a key.
+    let (status, _) = curl(&server, &ca, &["-H", "X-API-Key: wdn_ak_x"], "/zones");
+    assert_eq!(status, 401);
+
+    // The setup page creates the administrator and signs the browser in.
+    let (status, _, page) = browse(&server, &ca, &jar, &[], "/auth/setup");
+    assert_eq!(status, 200, "{page}");
+    let password = "a long and unguessable passphrase";
+    let form = format!(
+        "csrf={}&setup_token={token}&email=first%40example.org&first_name=Ada&password={}",
+        csrf_of(&page),
+        password.replace(' ', "+")
+    );
+    let (status, headers, body) = browse(&server, &ca, &jar, &["--data", &form], "/auth/setup");
+    assert_eq!(status, 303, "{headers}{body}");
+    assert!(header_value(&headers, "set-cookie").contains("Secure; HttpOnly"));
+
+    // The operator's first credential, from the CLI beside the running host.
+    let output = Command::new(warden_tests::warden_bin())
+        .args([
+            "api-key",
+            "create",
+            "--user",
+            "first@example.org",
+            "--name",
+            "bootstrap",
+            "--data-dir",
+        ])
+        .arg(&data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let key = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    let (status, body) = curl(
+        &server,
+        &ca,
+        &[
+            "-H",
+            &format!("X-API-Key: {key}"),
+            "-H",
+            "content-type: application/json",
+            "--data",
+            r#"{"name": "Front end", "redirect_uris": ["https://app.example/cb"]}"#,
+        ],
+        "/oauth_apps",
+    );
+    assert_eq!(status, 201, "{body}");
+    let client: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let client = client["id"].as_str().unwrap().to_string();
+
+    // The code flow with PKCE, as a browser and a client do it.
+    let verifier = "0123456789abcdefghijklmnopqrstuvwxyz-._~ABCDEFGHIJ";
+    let challenge = {
+        use base64::Engine;
+        use sha2::Digest;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier))
+    };
+    let authorize = format!(
+        "/auth/oauth/authorize?response_type=code&client_id={client}&redirect_uri=https%3A%2F%2Fapp.example%2Fcb\
+         &state=s1&code_challenge={challenge}&code_challenge_method=S256"
+    );
+    let (status, headers, _) = browse(&server, &ca, &jar, &[], &authorize);
+    assert_eq!(status, 303);
+    let location = header_value(&headers, "location");
+    assert!(
+        location.starts_with("https://app.example/cb?code=wdn_ac_"),
+        "{location}"
+    );
+    let code: String = location
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("code="))
+        .unwrap()
+        .to_string();
+    let output = Command::new("curl")
+        .args(["--silent", "--cacert"])
+        .arg(&ca)
+        .args([
+            "--data-urlencode",
+            "grant_type=authorization_code",
+            "--data-urlencode",
+            &format!("code={code}"),
+            "--data-urlencode",
+            "redirect_uri=https://app.example/cb",
+            "--data-urlencode",
+            &format!("client_id={client}"),
+            "--data-urlencode",
+            &format!("code_verifier={verifier}"),
+        ])
+        .arg(format!(
+            "https://127.0.0.1:{}/auth/oauth/token",
+            server.port
+        ))
+        .output()
+        .unwrap();
+    let tokens: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+    let (status, body) = curl(
+        &server,
+        &ca,
+        &["-H", &format!("Authorization: Bearer {access}")],
+        "/users/current",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("first@example.org"));
+
+    // Not one secret reached the host's output, however talkative its log.
+    let (status, rest) = server.terminate();
+    assert!(status.success());
+    printed.extend(rest);
+    let output = printed.join("\n");
+    for secret in [
+        password,
+        key.as_str(),
+        access.as_str(),
+        refresh.as_str(),
+        code.as_str(),
+        verifier,
+    ] {
+        assert!(!output.contains(secret), "a secret in the host's output");
+    }
+    // The setup token is the one secret it prints, and only on stdout, once.
+    assert_eq!(output.matches(&token).count(), 1);
     let _ = std::fs::remove_dir_all(root);
 }

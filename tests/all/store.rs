@@ -185,24 +185,6 @@ fn query(q: Option<&str>, limit: i64, offset: i64) -> ListQuery {
     }
 }
 
-/// Each test, instantiated for both back ends.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name(super::TestDb::sqlite().await).await
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name(super::TestDb::postgres().await).await
-            })*
-        }
-    };
-}
-
 on_both_backends!(
     migrations_run_once_and_reopen,
     zones_form_a_tree_without_cycles,

@@ -192,3 +192,22 @@ pub fn auth(store: &warden::store::Store) -> warden::auth::Auth {
     };
     warden::auth::Auth::new(store.clone(), &config, "https://warden.test").unwrap()
 }
+
+/// Each test, instantiated for both back ends: `name(db: TestDb)` in the calling module,
+/// which must have `TestDb` in scope.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::TestDb::sqlite().await).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::TestDb::postgres().await).await
+            })*
+        }
+    };
+}
