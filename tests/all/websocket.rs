@@ -75,6 +75,12 @@ impl Client {
 }
 
 async fn connect(port: u16, ca: &std::path::Path) -> Client {
+    connect_with(port, ca, "").await.unwrap()
+}
+
+/// Connect with `query` (credentials as PlaceOS clients send them); the upgrade's
+/// refusal status when it is refused.
+async fn connect_with(port: u16, ca: &std::path::Path, query: &str) -> Result<Client, u16> {
     let mut roots = rustls::RootCertStore::empty();
     for certificate in CertificateDer::pem_file_iter(ca).unwrap() {
         roots.add(certificate.unwrap()).unwrap();
@@ -91,13 +97,18 @@ async fn connect(port: u16, ca: &std::path::Path) -> Client {
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .unwrap();
-    let (socket, _) = tokio_tungstenite::client_async(
-        format!("wss://localhost:{port}/api/engine/v2/systems/control"),
+    match tokio_tungstenite::client_async(
+        format!("wss://localhost:{port}/api/engine/v2/systems/control{query}"),
         tls,
     )
     .await
-    .unwrap();
-    Client { socket }
+    {
+        Ok((socket, _)) => Ok(Client { socket }),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(other) => panic!("connecting: {other}"),
+    }
 }
 
 fn is_reply(id: i64) -> impl Fn(&Value) -> bool {
@@ -107,6 +118,7 @@ fn is_reply(id: i64) -> impl Fn(&Value) -> bool {
 /// A store with an approved echo module in system "Room", the runtime running it, and
 /// the real server on a loopback port.
 struct Fixture {
+    auth: warden::auth::Auth,
     _db: TestDb,
     _peer: support::LinePeer,
     store: warden::store::Store,
@@ -121,9 +133,15 @@ struct Fixture {
 
 impl Fixture {
     async fn start() -> Fixture {
+        Fixture::start_with(true, warden::store::Clock::system()).await
+    }
+
+    /// `danger_no_auth` off makes every connection sign in; `clock` is the store's.
+    async fn start_with(danger_no_auth: bool, clock: warden::store::Clock) -> Fixture {
         let db = TestDb::sqlite().await;
-        let store = db.store().await;
+        let store = db.store().await.with_clock(clock);
         let control = Control::new(store.clone(), support::runtime(), ControlConfig::default());
+        let auth = support::auth(&store);
         let peer = support::LinePeer::start(support::PeerBehaviour::default()).await;
         let actor = Actor("test".into());
         let bytes = std::fs::read(warden_tests::guests::ECHO).unwrap();
@@ -192,14 +210,15 @@ impl Fixture {
             listener,
             config,
             app(ApiState {
-                auth: crate::support::auth(control.store()),
+                auth: auth.clone(),
                 control: control.clone(),
-                danger_no_auth: true,
+                danger_no_auth,
             }),
             stopped,
         ));
 
         Fixture {
+            auth,
             ca: tls_dir.join("self-signed.crt"),
             _db: db,
             _peer: peer,
@@ -452,5 +471,101 @@ async fn a_slow_reader_gets_the_latest_value_and_stalls_nobody() {
     );
     drop(slow);
     drop(quick);
+    fixture.finish().await;
+}
+
+/// An API key for a new user with `roles`, `scopes`, expiring at `expires_at`.
+async fn key_for(fixture: &Fixture, roles: &[&str], scopes: &[&str], expires_at: Option<i64>) -> (String, String) {
+    let user = fixture
+        .store
+        .create_user(
+            &Actor("test".into()),
+            &warden::store::NewUser {
+                email: format!("u{}@example.org", fastrand::u32(..)),
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+                auth_source: "local".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let (record, key) = fixture
+        .auth
+        .create_api_key(
+            &Actor("test".into()),
+            &warden::store::NewApiKey {
+                user_id: user.id,
+                name: "socket".into(),
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                expires_at,
+            },
+        )
+        .await
+        .unwrap();
+    (record.id, key.expose().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_socket_signs_in_at_upgrade_and_checks_again_on_every_request() {
+    let start = 1_900_000_000_000;
+    let clock = warden::store::Clock::manual(start);
+    let fixture = Fixture::start_with(false, clock.clone()).await;
+    let room = fixture.room.clone();
+    // No credential, or a wrong one: the upgrade is refused.
+    assert_eq!(connect_with(fixture.port, &fixture.ca, "").await.err(), Some(401));
+    assert_eq!(
+        connect_with(fixture.port, &fixture.ca, "?bearer_token=wdn_at_nope").await.err(),
+        Some(401)
+    );
+
+    // A user's key in the query string, as PlaceOS's fixed devices send it.
+    let (_, key) = key_for(&fixture, &["user"], &[], Some(start + 60_000)).await;
+    let mut client = connect_with(fixture.port, &fixture.ca, &format!("?fixed_device=true&api-key={key}"))
+        .await
+        .unwrap();
+    client
+        .send(json!({"id": 1, "cmd": "exec", "sys": room, "mod": "Echo", "index": 1, "name": "echo", "args": ["hi"]}))
+        .await;
+    let reply = client.until(is_reply(1)).await.0;
+    assert_eq!(reply["type"], "success", "{reply}");
+    assert_eq!(reply["value"], "hi");
+    // A user may not read a module's log.
+    client
+        .send(json!({"id": 2, "cmd": "debug", "sys": room, "mod": "Echo", "index": 1}))
+        .await;
+    let reply = client.until(is_reply(2)).await.0;
+    assert_eq!((reply["type"].as_str(), reply["code"].as_u64()), (Some("error"), Some(2)));
+    // Past the key's expiry the next request is refused and the socket closes.
+    clock.set(start + 60_000);
+    client
+        .send(json!({"id": 3, "cmd": "bind", "sys": room, "mod": "Echo", "index": 1, "name": "greeting"}))
+        .await;
+    let reply = client.until(is_reply(3)).await.0;
+    assert_eq!((reply["type"].as_str(), reply["code"].as_u64()), (Some("error"), Some(2)));
+    assert!(matches!(
+        client.silent_for(Duration::from_secs(5)).await,
+        None | Some(Message::Close(_))
+    ));
+
+    // A revoked key stops at once; a read-only key binds but executes nothing.
+    let (id, key) = key_for(&fixture, &["support"], &["read"], None).await;
+    let mut reader = connect_with(fixture.port, &fixture.ca, &format!("?api-key={key}"))
+        .await
+        .unwrap();
+    reader
+        .send(json!({"id": 4, "cmd": "bind", "sys": room, "mod": "Echo", "index": 1, "name": "greeting"}))
+        .await;
+    assert_eq!(reader.until(is_reply(4)).await.0["type"], "success");
+    reader
+        .send(json!({"id": 5, "cmd": "exec", "sys": room, "mod": "Echo", "index": 1, "name": "echo", "args": ["x"]}))
+        .await;
+    let reply = reader.until(is_reply(5)).await.0;
+    assert_eq!(reply["code"], 2, "{reply}");
+    fixture.auth.revoke_api_key(&Actor("test".into()), &id).await.unwrap();
+    reader
+        .send(json!({"id": 6, "cmd": "unbind", "sys": room, "mod": "Echo", "index": 1, "name": "greeting"}))
+        .await;
+    let reply = reader.until(is_reply(6)).await.0;
+    assert_eq!((reply["type"].as_str(), reply["code"].as_u64()), (Some("error"), Some(2)));
     fixture.finish().await;
 }
