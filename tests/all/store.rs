@@ -1381,8 +1381,28 @@ async fn rotation_reseals_everything_and_old_data_reads(db: TestDb) {
         )
         .await
         .unwrap();
+    // A local password's hash is sealed like a setting.
+    let user = store
+        .create_user(
+            &admin(),
+            &NewUser {
+                email: "ann@example.org".into(),
+                auth_source: "local".into(),
+                ..NewUser::default()
+            },
+        )
+        .await
+        .unwrap();
+    let phc = "$scrypt$ln=10,r=8,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo";
+    store.set_password(&admin(), &user.id, phc).await.unwrap();
+    let raw = db.raw().await;
+    let sealed: Vec<u8> = sqlx::query_scalar("SELECT phc FROM user_passwords")
+        .fetch_one(&raw)
+        .await
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&sealed).contains("scrypt"));
     let before = store.records_by_key().await.unwrap();
-    assert_eq!(before, [(1, 120 + 240 + 2)]);
+    assert_eq!(before, [(1, 120 + 240 + 2 + 1)]);
 
     // A second process (the `warden keys rotate` command) rotates while this one runs.
     let rotator = db
@@ -1390,8 +1410,9 @@ async fn rotation_reseals_everything_and_old_data_reads(db: TestDb) {
         .await;
     let report = rotator.rotate_keys().await.unwrap();
     assert_eq!(report.active, 2);
-    assert_eq!(report.resealed, 362);
-    assert_eq!(report.records_by_key, [(2, 362)]);
+    assert_eq!(report.resealed, 363);
+    assert_eq!(report.records_by_key, [(2, 363)]);
+    assert_eq!(store.password_hash(&user.id).await.unwrap().unwrap().as_str(), phc);
 
     // The running store reads everything, and seals new writes under the new key.
     for (i, device) in devices.iter().enumerate() {
@@ -1425,7 +1446,7 @@ async fn rotation_reseals_everything_and_old_data_reads(db: TestDb) {
         )
         .await
         .unwrap();
-    assert_eq!(store.records_by_key().await.unwrap(), [(2, 364)]);
+    assert_eq!(store.records_by_key().await.unwrap(), [(2, 365)]);
 
     // The old key can now be retired; a record under it would have stopped that.
     let old_record: Vec<u8> = {
