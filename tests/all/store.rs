@@ -1412,7 +1412,15 @@ async fn rotation_reseals_everything_and_old_data_reads(db: TestDb) {
     assert_eq!(report.active, 2);
     assert_eq!(report.resealed, 363);
     assert_eq!(report.records_by_key, [(2, 363)]);
-    assert_eq!(store.password_hash(&user.id).await.unwrap().unwrap().as_str(), phc);
+    assert_eq!(
+        store
+            .password_hash(&user.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .as_str(),
+        phc
+    );
 
     // The running store reads everything, and seals new writes under the new key.
     for (i, device) in devices.iter().enumerate() {

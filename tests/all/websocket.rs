@@ -475,7 +475,12 @@ async fn a_slow_reader_gets_the_latest_value_and_stalls_nobody() {
 }
 
 /// An API key for a new user with `roles`, `scopes`, expiring at `expires_at`.
-async fn key_for(fixture: &Fixture, roles: &[&str], scopes: &[&str], expires_at: Option<i64>) -> (String, String) {
+async fn key_for(
+    fixture: &Fixture,
+    roles: &[&str],
+    scopes: &[&str],
+    expires_at: Option<i64>,
+) -> (String, String) {
     let user = fixture
         .store
         .create_user(
@@ -512,17 +517,26 @@ async fn the_socket_signs_in_at_upgrade_and_checks_again_on_every_request() {
     let fixture = Fixture::start_with(false, clock.clone()).await;
     let room = fixture.room.clone();
     // No credential, or a wrong one: the upgrade is refused.
-    assert_eq!(connect_with(fixture.port, &fixture.ca, "").await.err(), Some(401));
     assert_eq!(
-        connect_with(fixture.port, &fixture.ca, "?bearer_token=wdn_at_nope").await.err(),
+        connect_with(fixture.port, &fixture.ca, "").await.err(),
+        Some(401)
+    );
+    assert_eq!(
+        connect_with(fixture.port, &fixture.ca, "?bearer_token=wdn_at_nope")
+            .await
+            .err(),
         Some(401)
     );
 
     // A user's key in the query string, as PlaceOS's fixed devices send it.
     let (_, key) = key_for(&fixture, &["user"], &[], Some(start + 60_000)).await;
-    let mut client = connect_with(fixture.port, &fixture.ca, &format!("?fixed_device=true&api-key={key}"))
-        .await
-        .unwrap();
+    let mut client = connect_with(
+        fixture.port,
+        &fixture.ca,
+        &format!("?fixed_device=true&api-key={key}"),
+    )
+    .await
+    .unwrap();
     client
         .send(json!({"id": 1, "cmd": "exec", "sys": room, "mod": "Echo", "index": 1, "name": "echo", "args": ["hi"]}))
         .await;
@@ -534,14 +548,20 @@ async fn the_socket_signs_in_at_upgrade_and_checks_again_on_every_request() {
         .send(json!({"id": 2, "cmd": "debug", "sys": room, "mod": "Echo", "index": 1}))
         .await;
     let reply = client.until(is_reply(2)).await.0;
-    assert_eq!((reply["type"].as_str(), reply["code"].as_u64()), (Some("error"), Some(2)));
+    assert_eq!(
+        (reply["type"].as_str(), reply["code"].as_u64()),
+        (Some("error"), Some(2))
+    );
     // Past the key's expiry the next request is refused and the socket closes.
     clock.set(start + 60_000);
     client
         .send(json!({"id": 3, "cmd": "bind", "sys": room, "mod": "Echo", "index": 1, "name": "greeting"}))
         .await;
     let reply = client.until(is_reply(3)).await.0;
-    assert_eq!((reply["type"].as_str(), reply["code"].as_u64()), (Some("error"), Some(2)));
+    assert_eq!(
+        (reply["type"].as_str(), reply["code"].as_u64()),
+        (Some("error"), Some(2))
+    );
     assert!(matches!(
         client.silent_for(Duration::from_secs(5)).await,
         None | Some(Message::Close(_))
@@ -561,11 +581,18 @@ async fn the_socket_signs_in_at_upgrade_and_checks_again_on_every_request() {
         .await;
     let reply = reader.until(is_reply(5)).await.0;
     assert_eq!(reply["code"], 2, "{reply}");
-    fixture.auth.revoke_api_key(&Actor("test".into()), &id).await.unwrap();
+    fixture
+        .auth
+        .revoke_api_key(&Actor("test".into()), &id)
+        .await
+        .unwrap();
     reader
         .send(json!({"id": 6, "cmd": "unbind", "sys": room, "mod": "Echo", "index": 1, "name": "greeting"}))
         .await;
     let reply = reader.until(is_reply(6)).await.0;
-    assert_eq!((reply["type"].as_str(), reply["code"].as_u64()), (Some("error"), Some(2)));
+    assert_eq!(
+        (reply["type"].as_str(), reply["code"].as_u64()),
+        (Some("error"), Some(2))
+    );
     fixture.finish().await;
 }

@@ -32,7 +32,11 @@ const PASSWORD: &str = "benchmark passphrase, long enough";
 
 async fn store(dir: &std::path::Path) -> anyhow::Result<Store> {
     let keys = KeySource::fixed(KeyRing::new(vec![MasterKey::generate(KeyId(1))], KeyId(1))?);
-    Ok(Store::open(&format!("sqlite://{}", dir.join("warden.db").display()), keys).await?)
+    Ok(Store::open(
+        &format!("sqlite://{}", dir.join("warden.db").display()),
+        keys,
+    )
+    .await?)
 }
 
 async fn scrypt_costs(quick: bool) -> anyhow::Result<()> {
@@ -122,7 +126,10 @@ async fn token_checks(auth: &Auth, quick: bool) -> anyhow::Result<()> {
         auth.check_api_key(key, now).await?;
         samples.push(started.elapsed());
     }
-    println!("credential check, cold (one SQLite query): {}", Stats::of(samples));
+    println!(
+        "credential check, cold (one SQLite query): {}",
+        Stats::of(samples)
+    );
     Ok(())
 }
 
@@ -136,7 +143,11 @@ async fn sign_ins(auth: &Auth, quick: bool) -> anyhow::Result<()> {
             &actor,
             &NewUser {
                 email: email.clone(),
-                roles: vec![if i == 0 { "admin".into() } else { "user".into() }],
+                roles: vec![if i == 0 {
+                    "admin".into()
+                } else {
+                    "user".into()
+                }],
                 auth_source: "local".into(),
                 ..NewUser::default()
             },
@@ -155,7 +166,11 @@ async fn sign_ins(auth: &Auth, quick: bool) -> anyhow::Result<()> {
             let mut ok = 0usize;
             for login in logins.iter().skip(t).step_by(8) {
                 let password = Zeroizing::new(PASSWORD.to_string());
-                if auth.sign_in_password(login, password, None, auth.now()).await.is_ok() {
+                if auth
+                    .sign_in_password(login, password, None, auth.now())
+                    .await
+                    .is_ok()
+                {
                     ok += 1;
                 }
             }
@@ -219,7 +234,11 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     scrypt_costs(quick).await?;
     let store = store(&dir).await?;
-    let auth = Auth::new(store.clone(), &AuthConfig::default(), "https://bench.invalid")?;
+    let auth = Auth::new(
+        store.clone(),
+        &AuthConfig::default(),
+        "https://bench.invalid",
+    )?;
     token_checks(&auth, quick).await?;
     sign_ins(&auth, quick).await?;
     store.close().await;
