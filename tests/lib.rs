@@ -15,6 +15,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod serve_process;
+
 /// Paths of every built driver and fixture component.
 pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));

@@ -3,95 +3,11 @@
 //! groups the server accepts; curl verifies the generated certificate and talks to the
 //! API. Then SIGTERM stops it cleanly, and a restart keeps the certificate and the data.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
 use std::time::Duration;
-
-struct Server {
-    child: Child,
-    port: u16,
-    fingerprint: String,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl Server {
-    fn start(data_dir: &Path, extra: &[&str]) -> Server {
-        let port = warden_tests::free_port();
-        let mut child = Command::new(warden_tests::warden_bin())
-            .args(["serve", "--data-dir"])
-            .arg(data_dir)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(extra)
-            .env_remove("WARDEN_MASTER_KEYS")
-            .env_remove("WARDEN_DATABASE_URL")
-            // The host's own log at its most talkative, to show what it never says.
-            .env("WARDEN_LOG", "debug")
-            .current_dir(data_dir.parent().unwrap())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start warden serve");
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (send, lines) = std::sync::mpsc::channel();
-        let errors = send.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if send.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                eprintln!("{line}");
-                if errors.send(format!("stderr: {line}")).is_err() {
-                    return;
-                }
-            }
-        });
-        let mut fingerprint = String::new();
-        loop {
-            let line = lines
-                .recv_timeout(Duration::from_secs(60))
-                .expect("warden serve printed nothing for 60 s");
-            if let Some(value) = line.strip_prefix("warden: TLS certificate SHA-256 fingerprint ") {
-                fingerprint = value.to_string();
-            }
-            if line.starts_with("warden: listening on https://") {
-                break;
-            }
-        }
-        Server {
-            child,
-            port,
-            fingerprint,
-            lines,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("https://127.0.0.1:{}/api/engine/v2{path}", self.port)
-    }
-
-    /// SIGTERM, then the exit status and the rest of its output.
-    fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(sent.success());
-        let status = self.child.wait().unwrap();
-        (status, self.lines.try_iter().collect())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
+use warden_tests::serve_process::{ServeProcess, scratch};
 
 /// Whether `openssl s_client` with `args` completes a handshake.
 fn handshake(port: u16, args: &[&str]) -> bool {
@@ -106,7 +22,7 @@ fn handshake(port: u16, args: &[&str]) -> bool {
     text.contains("Cipher is ") && !text.contains("Cipher is (NONE)")
 }
 
-fn curl(server: &Server, ca: &Path, args: &[&str], path: &str) -> (u16, String) {
+fn curl(server: &ServeProcess, ca: &Path, args: &[&str], path: &str) -> (u16, String) {
     let output = Command::new("curl")
         .args(["--silent", "--show-error", "--cacert"])
         .arg(ca)
@@ -120,21 +36,11 @@ fn curl(server: &Server, ca: &Path, args: &[&str], path: &str) -> (u16, String) 
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
-fn scratch() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "warden-serve-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn serve_offers_only_the_tls_policy_and_stops_cleanly() {
-    let root = scratch();
+    let root = scratch("serve");
     let data_dir = root.join("warden-data");
-    let server = Server::start(&data_dir, &["--danger-no-auth"]);
+    let server = ServeProcess::start(&data_dir, &["--danger-no-auth"]);
     let port = server.port;
 
     // Offered: TLS 1.3 (AES-GCM), TLS 1.2 (ECDHE + AES-GCM), X25519, P-256, P-384.
@@ -213,7 +119,7 @@ fn serve_offers_only_the_tls_policy_and_stops_cleanly() {
     assert!(lines.iter().any(|l| l == "warden: stopped"), "{lines:?}");
 
     // A restart keeps the certificate and the building.
-    let again = Server::start(&data_dir, &["--danger-no-auth"]);
+    let again = ServeProcess::start(&data_dir, &["--danger-no-auth"]);
     assert_eq!(
         again.fingerprint,
         printed.trim().trim_start_matches("sha256 Fingerprint=")
@@ -228,9 +134,9 @@ fn serve_offers_only_the_tls_policy_and_stops_cleanly() {
 
 #[test]
 fn without_sign_in_every_request_is_refused() {
-    let root = scratch();
+    let root = scratch("serve");
     let data_dir = root.join("warden-data");
-    let server = Server::start(&data_dir, &[]);
+    let server = ServeProcess::start(&data_dir, &[]);
     let ca = data_dir.join("tls/self-signed.crt");
     let (status, body) = curl(&server, &ca, &[], "/zones");
     assert_eq!(status, 401, "{body}");
@@ -242,7 +148,7 @@ fn without_sign_in_every_request_is_refused() {
 
 #[test]
 fn a_bad_configuration_is_refused_with_the_key_named() {
-    let root = scratch();
+    let root = scratch("serve");
     let config = root.join("warden.toml");
     std::fs::write(
         &config,
@@ -266,9 +172,9 @@ fn a_bad_configuration_is_refused_with_the_key_named() {
 /// 1.0 or 1.1, ECDHE with AES-GCM on TLS 1.2, AES-GCM on TLS 1.3, X25519, P-256, P-384.
 #[test]
 fn sslyze_sees_only_the_tls_policy() {
-    let root = scratch();
+    let root = scratch("serve");
     let data_dir = root.join("warden-data");
-    let server = Server::start(&data_dir, &[]);
+    let server = ServeProcess::start(&data_dir, &[]);
     let report = root.join("sslyze.json");
     let scan = Command::new(warden_tests::python())
         .args(["-m", "sslyze", &format!("127.0.0.1:{}", server.port)])
@@ -343,7 +249,7 @@ fn sslyze_sees_only_the_tls_policy() {
 /// curl as a browser: a cookie jar, no redirects followed; the status, the headers and
 /// the body.
 fn browse(
-    server: &Server,
+    server: &ServeProcess,
     ca: &Path,
     jar: &Path,
     args: &[&str],
@@ -390,9 +296,9 @@ fn csrf_of(page: &str) -> String {
 
 #[test]
 fn a_new_installation_is_set_up_and_signed_into_over_https() {
-    let root = scratch();
+    let root = scratch("serve");
     let data_dir = root.join("warden-data");
-    let server = Server::start(&data_dir, &[]);
+    let server = ServeProcess::start(&data_dir, &[]);
     let ca = data_dir.join("tls/self-signed.crt");
     let jar = root.join("cookies");
     // The host printed the one-time setup token after it started listening.
