@@ -17,7 +17,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 /// Who may read a settings record back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
 pub enum Level {
     /// Everyone who may see the parent.
     None,
@@ -61,7 +62,8 @@ impl std::fmt::Display for Level {
 }
 
 /// What a settings record belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
 pub enum ParentKind {
     /// A driver: settings every module of it shares.
     Driver,

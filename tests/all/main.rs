@@ -13,6 +13,7 @@ mod api;
 mod control;
 mod drivers;
 mod network;
+mod openapi;
 mod runtime;
 mod sandbox;
 mod serve;

@@ -61,6 +61,8 @@ const fn rule(method: &'static str, path: &'static str, need: Need) -> Rule {
 
 /// Every API route and what it needs.
 pub const RULES: &[Rule] = &[
+    // This API's OpenAPI document.
+    rule("GET", "/openapi.json", Need::Public),
     // The building, as every signed-in user sees it.
     rule("GET", "/zones", Need::User),
     rule("GET", "/zones/{id}", Need::User),

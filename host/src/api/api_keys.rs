@@ -3,23 +3,31 @@
 //! the creation response (`x_api_key`, PlaceOS's field) and nowhere else, ever: the host
 //! keeps only its hash. Revoking one takes effect on the next request.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::{Json, Query};
 use super::list::{ListParams, page};
 use super::{ApiError, ApiState, Principal};
 use crate::store::{ApiKeyRecord, NewApiKey};
 
-pub(super) fn router() -> Router<ApiState> {
-    Router::new()
-        .route("/api_keys", get(list).post(create))
-        .route("/api_keys/{id}", delete(revoke))
+pub(super) fn router() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(revoke))
+}
+
+/// A new key's record, with the key: the only time it is shown.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct CreatedApiKey {
+    #[serde(flatten)]
+    record: ApiKeyRecord,
+    /// The key, for `X-API-Key` (PlaceOS's field name).
+    x_api_key: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -30,6 +38,17 @@ struct KeyListParams {
     user_id: Option<String>,
 }
 
+/// List API keys (never the keys themselves).
+#[utoipa::path(
+    get,
+    path = "/api_keys",
+    tag = "api_keys",
+    params(
+        ListParams,
+        ("user_id" = Option<String>, Query, description = "Only the keys of this user"),
+    ),
+    responses((status = 200, description = "A page of key records", body = [ApiKeyRecord], headers(("x-total-count" = i64, description = "Matches over every page")))),
+)]
 async fn list(
     State(state): State<ApiState>,
     Query(params): Query<KeyListParams>,
@@ -42,19 +61,35 @@ async fn list(
     Ok(page(keys))
 }
 
+/// Create an API key for a user; the response holds the key, once.
+#[utoipa::path(
+    post,
+    path = "/api_keys",
+    tag = "api_keys",
+    request_body = NewApiKey,
+    responses((status = 201, description = "The key's record and the key", body = CreatedApiKey)),
+)]
 async fn create(
     State(state): State<ApiState>,
     caller: Principal,
     Json(new): Json<NewApiKey>,
 ) -> Result<Response, ApiError> {
     let (record, key) = state.auth.create_api_key(&caller.actor(), &new).await?;
-    let mut body = serde_json::to_value(&record).map_err(|e| ApiError::internal(&e))?;
-    if let Some(object) = body.as_object_mut() {
-        object.insert("x_api_key".to_string(), json!(key.expose()));
-    }
+    let body = CreatedApiKey {
+        record,
+        x_api_key: key.expose().to_string(),
+    };
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
 
+/// Revoke an API key; it stops working at once.
+#[utoipa::path(
+    delete,
+    path = "/api_keys/{id}",
+    tag = "api_keys",
+    params(("id" = String, Path, description = "The key's record")),
+    responses((status = 200, description = "The revoked key's record", body = ApiKeyRecord)),
+)]
 async fn revoke(
     State(state): State<ApiState>,
     caller: Principal,

@@ -25,16 +25,16 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
-use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio::task::JoinHandle;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{ApiError, ApiState, Principal};
 use crate::runtime::RuntimeEvent;
@@ -72,10 +72,19 @@ pub enum Code {
     UnexpectedFailure = 7,
 }
 
-pub(super) fn router() -> Router<ApiState> {
-    Router::new().route("/systems/control", get(upgrade))
+pub(super) fn router() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new().routes(routes!(upgrade))
 }
 
+/// The control WebSocket (PlaceOS's protocol): bind, unbind, exec, debug, ignore; see
+/// docs/architecture.md. Browsers and PlaceOS clients may send the credential in the
+/// query string as `bearer_token` or `api-key`.
+#[utoipa::path(
+    get,
+    path = "/systems/control",
+    tag = "systems",
+    responses((status = 101, description = "Switched to the WebSocket protocol")),
+)]
 async fn upgrade(
     State(state): State<ApiState>,
     caller: Principal,

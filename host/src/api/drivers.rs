@@ -3,13 +3,13 @@
 //! `pending` review. Approving a digest is the reviewer's step (a `reviewer` or an
 //! administrator; issue 8 adds signed attestations).
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::{Json, Query};
 use super::list::{ListParams, page};
@@ -20,18 +20,22 @@ use crate::store::{Approval, DriverRecord};
 /// The largest component accepted.
 pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
 
-pub(super) fn router() -> Router<ApiState> {
-    Router::new()
-        .route(
-            "/drivers",
-            get(list)
-                .post(register)
-                .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES)),
-        )
-        .route("/drivers/{id}", get(show).delete(remove))
-        .route("/drivers/{id}/approval", post(approval))
+pub(super) fn router() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, register))
+        .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
+        .routes(routes!(show, remove))
+        .routes(routes!(approval))
 }
 
+/// List registered drivers.
+#[utoipa::path(
+    get,
+    path = "/drivers",
+    tag = "drivers",
+    params(ListParams),
+    responses((status = 200, description = "A page of drivers", body = [DriverRecord], headers(("x-total-count" = i64, description = "Matches over every page")))),
+)]
 async fn list(
     State(state): State<ApiState>,
     _caller: Principal,
@@ -42,12 +46,25 @@ async fn list(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct RegisterParams {
+    /// Where the component's source lives.
     source_repo: Option<String>,
+    /// The commit it was built from.
     source_commit: Option<String>,
 }
 
+/// Register a driver: upload its component (`application/wasm`, at most 64 MiB). Its
+/// metadata is read from it; it starts `pending` review.
+#[utoipa::path(
+    post,
+    path = "/drivers",
+    tag = "drivers",
+    params(RegisterParams),
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component's bytes"),
+    responses((status = 201, description = "The registered driver", body = DriverRecord)),
+)]
 async fn register(
     State(state): State<ApiState>,
     caller: Principal,
@@ -80,6 +97,14 @@ async fn register(
     Ok((StatusCode::CREATED, axum::Json(driver)).into_response())
 }
 
+/// A driver.
+#[utoipa::path(
+    get,
+    path = "/drivers/{id}",
+    tag = "drivers",
+    params(("id" = String, Path, description = "The driver")),
+    responses((status = 200, description = "The driver", body = DriverRecord)),
+)]
 async fn show(
     State(state): State<ApiState>,
     _caller: Principal,
@@ -88,6 +113,14 @@ async fn show(
     Ok(axum::Json(state.control.store().driver(&id).await?))
 }
 
+/// Delete a driver no module uses.
+#[utoipa::path(
+    delete,
+    path = "/drivers/{id}",
+    tag = "drivers",
+    params(("id" = String, Path, description = "The driver")),
+    responses((status = 202, description = "Deleted")),
+)]
 async fn remove(
     State(state): State<ApiState>,
     caller: Principal,
@@ -101,13 +134,25 @@ async fn remove(
     Ok(StatusCode::ACCEPTED)
 }
 
-#[derive(Debug, Deserialize)]
+/// A reviewer's decision on a driver.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct ApprovalChange {
+    /// `approved`, or `revoked` (its running modules stop), or `pending`.
     approval: Approval,
+    /// Why.
     #[serde(default)]
     note: Option<String>,
 }
 
+/// Approve a driver's digest, or withdraw the approval (its running modules stop).
+#[utoipa::path(
+    post,
+    path = "/drivers/{id}/approval",
+    tag = "drivers",
+    params(("id" = String, Path, description = "The driver")),
+    request_body = ApprovalChange,
+    responses((status = 200, description = "The driver as changed", body = DriverRecord)),
+)]
 async fn approval(
     State(state): State<ApiState>,
     caller: Principal,

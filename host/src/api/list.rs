@@ -12,13 +12,16 @@ use crate::store::{ListQuery, Page};
 /// The list parameters every list endpoint takes. Numbers arrive as text and are parsed
 /// here, so that a bad one is an error naming it (and so that a resource's own filters
 /// can be flattened beside them).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListParams {
     /// Only records whose name contains this, ignoring case.
     pub q: Option<String>,
-    /// At most this many (default 100, at most 1,000).
+    /// At most this many (default 100; more than 1,000 returns 1,000).
+    #[param(value_type = Option<i64>, minimum = 0)]
     pub limit: Option<String>,
     /// After skipping this many.
+    #[param(value_type = Option<i64>, minimum = 0)]
     pub offset: Option<String>,
 }
 

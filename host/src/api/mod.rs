@@ -6,7 +6,8 @@
 //! A request's credential is checked by [`principal`]; what each route needs is the
 //! table in [`access`]; every response carries the security headers of [`headers`]. The
 //! authorization server and the sign-in pages live beside the API under `/auth`
-//! ([`oauth`], [`sign_in`]).
+//! ([`oauth`], [`sign_in`]). The API's OpenAPI document is generated from the handlers'
+//! annotations ([`openapi`]).
 
 pub mod access;
 mod api_keys;
@@ -19,6 +20,7 @@ mod list;
 mod modules;
 mod oauth;
 mod oauth_apps;
+pub mod openapi;
 mod pages;
 pub mod principal;
 pub mod server;
@@ -31,6 +33,8 @@ mod zones;
 
 use axum::Router;
 use axum::middleware;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::ApiError;
 pub use principal::Principal;
@@ -52,9 +56,10 @@ pub struct ApiState {
     pub danger_no_auth: bool,
 }
 
-/// The whole API as one service.
-pub fn app(state: ApiState) -> Router {
-    let api = Router::new()
+/// The API's routes under [`BASE`], each with its OpenAPI description.
+fn routes() -> OpenApiRouter<ApiState> {
+    let api = OpenApiRouter::new()
+        .routes(routes!(openapi::openapi_json))
         .merge(zones::router())
         .merge(control_socket::router())
         .merge(systems::router())
@@ -63,8 +68,16 @@ pub fn app(state: ApiState) -> Router {
         .merge(settings::router())
         .merge(users::router())
         .merge(api_keys::router())
-        .merge(oauth_apps::router())
+        .merge(oauth_apps::router());
+    OpenApiRouter::new().nest(BASE, api)
+}
+
+/// The whole API as one service.
+pub fn app(state: ApiState) -> Router {
+    let (api, _) = routes().split_for_parts();
+    let api = api
         .route_layer(middleware::from_fn(access::enforce))
+        .layer(middleware::map_response(error::json_errors))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             principal::authenticate,
@@ -75,7 +88,7 @@ pub fn app(state: ApiState) -> Router {
         .merge(sign_in::router())
         .with_state(state);
     Router::new()
-        .nest(BASE, api)
+        .merge(api)
         .merge(auth)
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(middleware::map_response(headers::secure))

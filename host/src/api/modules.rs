@@ -1,13 +1,13 @@
 //! `/modules`: device instances. Anyone signed in reads and calls the functions their
 //! role allows; support starts and stops; administrators create, change and delete.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::{Json, Query};
 use super::list::{ListParams, page};
@@ -18,20 +18,17 @@ use crate::store::{
     HistoryReport, ModuleFilter, ModulePatch, ModuleRecord, NewAuditEntry, NewModule,
 };
 
-pub(super) fn router() -> Router<ApiState> {
-    Router::new()
-        .route("/modules", get(list).post(create))
-        .route(
-            "/modules/{id}",
-            get(show).patch(update).put(update).delete(remove),
-        )
-        .route("/modules/{id}/start", post(start))
-        .route("/modules/{id}/stop", post(stop))
-        .route("/modules/{id}/state", get(state))
-        .route("/modules/{id}/state/{key}", get(state_key))
-        .route("/modules/{id}/exec/{method}", post(exec))
-        .route("/modules/{id}/settings", get(settings))
-        .route("/modules/{id}/history", get(history))
+pub(super) fn router() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, update, remove))
+        .routes(routes!(start))
+        .routes(routes!(stop))
+        .routes(routes!(state))
+        .routes(routes!(state_key))
+        .routes(routes!(exec))
+        .routes(routes!(settings))
+        .routes(routes!(history))
 }
 
 #[derive(Debug, Deserialize)]
@@ -43,6 +40,19 @@ struct ModuleListParams {
     running: Option<String>,
 }
 
+/// List modules.
+#[utoipa::path(
+    get,
+    path = "/modules",
+    tag = "modules",
+    params(
+        ListParams,
+        ("driver_id" = Option<String>, Query, description = "Only modules of this driver"),
+        ("system_id" = Option<String>, Query, description = "Only modules in this system"),
+        ("running" = Option<bool>, Query, description = "Only modules that should (true) or should not (false) run"),
+    ),
+    responses((status = 200, description = "A page of modules", body = [ModuleRecord], headers(("x-total-count" = i64, description = "Matches over every page")))),
+)]
 async fn list(
     State(state): State<ApiState>,
     _caller: Principal,
@@ -69,6 +79,14 @@ async fn list(
     Ok(page(modules))
 }
 
+/// Create a module (started at once with `running: true`).
+#[utoipa::path(
+    post,
+    path = "/modules",
+    tag = "modules",
+    request_body = NewModule,
+    responses((status = 201, description = "The new module", body = ModuleRecord)),
+)]
 async fn create(
     State(state): State<ApiState>,
     caller: Principal,
@@ -85,6 +103,14 @@ async fn create(
     Ok((StatusCode::CREATED, axum::Json(module)).into_response())
 }
 
+/// A module.
+#[utoipa::path(
+    get,
+    path = "/modules/{id}",
+    tag = "modules",
+    params(("id" = String, Path, description = "The module")),
+    responses((status = 200, description = "The module", body = ModuleRecord)),
+)]
 async fn show(
     State(state): State<ApiState>,
     _caller: Principal,
@@ -93,6 +119,16 @@ async fn show(
     Ok(axum::Json(state.control.store().module(&id).await?))
 }
 
+/// Change a module: each field given replaces that field (`null` clears an optional
+/// one); a running module restarts on its new configuration.
+#[utoipa::path(
+    method(patch, put),
+    path = "/modules/{id}",
+    tag = "modules",
+    params(("id" = String, Path, description = "The module")),
+    request_body = ModulePatch,
+    responses((status = 200, description = "The module as changed", body = ModuleRecord)),
+)]
 async fn update(
     State(state): State<ApiState>,
     caller: Principal,
@@ -108,6 +144,14 @@ async fn update(
     Ok(axum::Json(module))
 }
 
+/// Delete a module (stopped first).
+#[utoipa::path(
+    delete,
+    path = "/modules/{id}",
+    tag = "modules",
+    params(("id" = String, Path, description = "The module")),
+    responses((status = 202, description = "Deleted")),
+)]
 async fn remove(
     State(state): State<ApiState>,
     caller: Principal,
@@ -126,6 +170,14 @@ async fn remove(
     Ok(StatusCode::ACCEPTED)
 }
 
+/// Start a module, and keep it running across restarts of the host.
+#[utoipa::path(
+    post,
+    path = "/modules/{id}/start",
+    tag = "modules",
+    params(("id" = String, Path, description = "The module")),
+    responses((status = 200, description = "Started")),
+)]
 async fn start(
     State(state): State<ApiState>,
     caller: Principal,
@@ -135,6 +187,14 @@ async fn start(
     Ok(StatusCode::OK)
 }
 
+/// Stop a module.
+#[utoipa::path(
+    post,
+    path = "/modules/{id}/stop",
+    tag = "modules",
+    params(("id" = String, Path, description = "The module")),
+    responses((status = 200, description = "Stopped")),
+)]
 async fn stop(
     State(state): State<ApiState>,
     caller: Principal,
@@ -157,6 +217,14 @@ async fn running(state: &ApiState, id: &str) -> Result<crate::runtime::ModuleHan
     ))
 }
 
+/// A running module's status.
+#[utoipa::path(
+    get,
+    path = "/modules/{id}/state",
+    tag = "modules",
+    params(("id" = String, Path, description = "The module")),
+    responses((status = 200, description = "Every status key with its value", body = Object)),
+)]
 async fn state(
     State(state): State<ApiState>,
     _caller: Principal,
@@ -167,6 +235,14 @@ async fn state(
     Ok(axum::Json(Value::Object(snapshot.into_iter().collect())))
 }
 
+/// One status value of a running module.
+#[utoipa::path(
+    get,
+    path = "/modules/{id}/state/{key}",
+    tag = "modules",
+    params(("id" = String, Path, description = "The module"), ("key" = String, Path, description = "The status key")),
+    responses((status = 200, description = "The value", body = Value)),
+)]
 async fn state_key(
     State(state): State<ApiState>,
     _caller: Principal,
@@ -220,6 +296,16 @@ pub(super) async fn call(
         .await?)
 }
 
+/// Call a function of a running module, with a JSON array (positional) or object
+/// (named) of arguments. A driver's refusal is `driver_error` (422).
+#[utoipa::path(
+    post,
+    path = "/modules/{id}/exec/{method}",
+    tag = "modules",
+    params(("id" = String, Path, description = "The module"), ("method" = String, Path, description = "The function")),
+    request_body(content = Value, description = "The arguments: a JSON array or object"),
+    responses((status = 200, description = "What the function returned", body = Value)),
+)]
 async fn exec(
     State(state): State<ApiState>,
     caller: Principal,
@@ -235,6 +321,14 @@ async fn exec(
     Ok(axum::Json(call(&state, &caller, &id, &method, args).await?))
 }
 
+/// A module's merged settings as the caller's role sees them.
+#[utoipa::path(
+    get,
+    path = "/modules/{id}/settings",
+    tag = "modules",
+    params(("id" = String, Path, description = "The module")),
+    responses((status = 200, description = "The merged settings, levels above the caller's role left out", body = Value)),
+)]
 async fn settings(
     State(state): State<ApiState>,
     caller: Principal,
@@ -248,14 +342,25 @@ async fn settings(
     Ok(axum::Json(merged))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct HistoryParams {
     /// Unix milliseconds; default a week before `to`.
+    #[param(value_type = Option<i64>)]
     from: Option<String>,
     /// Unix milliseconds; default now.
+    #[param(value_type = Option<i64>)]
     to: Option<String>,
 }
 
+/// A module's online/offline history and uptime over a time range.
+#[utoipa::path(
+    get,
+    path = "/modules/{id}/history",
+    tag = "modules",
+    params(("id" = String, Path, description = "The module"), HistoryParams),
+    responses((status = 200, description = "Transitions and uptime", body = HistoryReport)),
+)]
 async fn history(
     State(state): State<ApiState>,
     _caller: Principal,

@@ -4,28 +4,28 @@
 //! needs that level's role (support for `none` and `support`, admin above); a change
 //! reaches the running modules it concerns at once.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::{Json, Query};
 use super::{ApiError, ApiState, Principal};
 use crate::settings::{Audience, Level, ParentKind, Role};
 use crate::store::{SettingsRecord, SettingsVersion};
 
-pub(super) fn router() -> Router<ApiState> {
-    Router::new()
-        .route("/settings", get(list).post(set))
-        .route("/settings/{id}", get(show).delete(remove))
-        .route("/settings/{id}/history", get(history))
+pub(super) fn router() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, set))
+        .routes(routes!(show, remove))
+        .routes(routes!(history))
 }
 
 /// A record as a person sees it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Visible {
     #[serde(flatten)]
     record: SettingsRecord,
@@ -52,12 +52,25 @@ fn may_write(caller: &Principal, level: Level) -> Result<(), ApiError> {
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    /// `driver`, `zone`, `system` or `module`.
+    #[param(value_type = ParentKind)]
     parent_kind: String,
+    /// The parent's id.
     parent_id: String,
 }
 
+/// The settings records of a parent, each with its value when the caller's role reads
+/// its level.
+#[utoipa::path(
+    get,
+    path = "/settings",
+    tag = "settings",
+    params(ListParams),
+    responses((status = 200, description = "The parent's records, one per level", body = [Visible])),
+)]
 async fn list(
     State(state): State<ApiState>,
     caller: Principal,
@@ -81,14 +94,30 @@ async fn list(
     Ok(axum::Json(visible))
 }
 
-#[derive(Debug, Deserialize)]
+/// A settings record's new value.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct NewSettings {
+    /// What it belongs to.
+    #[schema(value_type = ParentKind)]
     parent_kind: String,
+    /// The parent's id.
     parent_id: String,
+    /// Who may read it back.
+    #[schema(value_type = Level)]
     level: String,
+    /// The settings: a JSON object.
     value: Value,
 }
 
+/// Write the settings of a parent at a level (a new version of its record); the running
+/// modules it concerns receive the change.
+#[utoipa::path(
+    post,
+    path = "/settings",
+    tag = "settings",
+    request_body = NewSettings,
+    responses((status = 200, description = "The record (without its value)", body = SettingsRecord)),
+)]
 async fn set(
     State(state): State<ApiState>,
     caller: Principal,
@@ -104,6 +133,14 @@ async fn set(
     Ok((StatusCode::OK, axum::Json(record)).into_response())
 }
 
+/// A settings record, with its value when the caller's role reads its level.
+#[utoipa::path(
+    get,
+    path = "/settings/{id}",
+    tag = "settings",
+    params(("id" = String, Path, description = "The settings record")),
+    responses((status = 200, description = "The record", body = Visible)),
+)]
 async fn show(
     State(state): State<ApiState>,
     caller: Principal,
@@ -122,6 +159,14 @@ async fn show(
     Ok(axum::Json(Visible { record, value }))
 }
 
+/// A settings record's earlier versions (at least the last 20).
+#[utoipa::path(
+    get,
+    path = "/settings/{id}/history",
+    tag = "settings",
+    params(("id" = String, Path, description = "The settings record")),
+    responses((status = 200, description = "Versions, newest first", body = [SettingsVersion])),
+)]
 async fn history(
     State(state): State<ApiState>,
     caller: Principal,
@@ -137,6 +182,14 @@ async fn history(
     Ok(axum::Json(store.settings_history(&id).await?))
 }
 
+/// Delete a settings record and its versions.
+#[utoipa::path(
+    delete,
+    path = "/settings/{id}",
+    tag = "settings",
+    params(("id" = String, Path, description = "The settings record")),
+    responses((status = 202, description = "Deleted")),
+)]
 async fn remove(
     State(state): State<ApiState>,
     caller: Principal,

@@ -1,33 +1,27 @@
 //! `/systems`: rooms with their zones and modules in order. Anyone signed in reads;
 //! administrators change. Every change is applied to the running modules at once.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::{Json, Query};
 use super::list::{ListParams, page};
 use super::{ApiError, ApiState, Principal};
 use crate::store::{NewSystem, System, SystemPatch};
 
-pub(super) fn router() -> Router<ApiState> {
-    Router::new()
-        .route("/systems", get(list).post(create))
-        .route(
-            "/systems/{id}",
-            get(show).patch(update).put(update).delete(remove),
-        )
-        .route(
-            "/systems/{id}/module/{module_id}",
-            put(add_module).delete(remove_module),
-        )
-        .route("/systems/{id}/functions/{module_slug}", get(functions))
-        .route("/systems/{id}/{module_slug}", get(module_state))
-        .route("/systems/{id}/{module_slug}/{method}", post(module_exec))
+pub(super) fn router() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, update, remove))
+        .routes(routes!(add_module, remove_module))
+        .routes(routes!(functions))
+        .routes(routes!(module_state))
+        .routes(routes!(module_exec))
 }
 
 /// The module called `slug` (`Display_1`, or `Display` for the first) in system `id`.
@@ -39,6 +33,14 @@ async fn resolve(state: &ApiState, id: &str, slug: &str) -> Result<String, ApiEr
         .ok_or_else(|| ApiError::not_found(format!("system {id} has no module {slug}")))
 }
 
+/// The status of the module called `module_slug` in the system.
+#[utoipa::path(
+    get,
+    path = "/systems/{id}/{module_slug}",
+    tag = "systems",
+    params(("id" = String, Path, description = "The system"), ("module_slug" = String, Path, description = "The module's name in the system: `Display_1`, or `Display` for the first")),
+    responses((status = 200, description = "Every status key with its value", body = Object)),
+)]
 async fn module_state(
     State(state): State<ApiState>,
     _caller: Principal,
@@ -57,6 +59,17 @@ async fn module_state(
     )))
 }
 
+/// Call a function of the module called `module_slug` in the system, with a JSON array
+/// (positional) or object (named) of arguments. A driver's refusal is `driver_error`
+/// (422), distinct from the host failing to run the call.
+#[utoipa::path(
+    post,
+    path = "/systems/{id}/{module_slug}/{method}",
+    tag = "systems",
+    params(("id" = String, Path, description = "The system"), ("module_slug" = String, Path, description = "The module's name in the system: `Display_1`, or `Display` for the first"), ("method" = String, Path, description = "The function")),
+    request_body(content = Value, description = "The arguments: a JSON array or object"),
+    responses((status = 200, description = "What the function returned", body = Value)),
+)]
 async fn module_exec(
     State(state): State<ApiState>,
     caller: Principal,
@@ -77,6 +90,13 @@ async fn module_exec(
 
 /// The functions of the module called `slug` that the caller may call, with their
 /// JSON Schemas.
+#[utoipa::path(
+    get,
+    path = "/systems/{id}/functions/{module_slug}",
+    tag = "systems",
+    params(("id" = String, Path, description = "The system"), ("module_slug" = String, Path, description = "The module's name in the system: `Display_1`, or `Display` for the first")),
+    responses((status = 200, description = "Function name to its description, level, parameter and result JSON Schemas, and parameter order", body = Object)),
+)]
 async fn functions(
     State(state): State<ApiState>,
     caller: Principal,
@@ -115,6 +135,17 @@ struct SystemListParams {
     zone_id: Option<String>,
 }
 
+/// List systems.
+#[utoipa::path(
+    get,
+    path = "/systems",
+    tag = "systems",
+    params(
+        ListParams,
+        ("zone_id" = Option<String>, Query, description = "Only systems in this zone"),
+    ),
+    responses((status = 200, description = "A page of systems", body = [System], headers(("x-total-count" = i64, description = "Matches over every page")))),
+)]
 async fn list(
     State(state): State<ApiState>,
     _caller: Principal,
@@ -128,6 +159,14 @@ async fn list(
     Ok(page(systems))
 }
 
+/// Create a system.
+#[utoipa::path(
+    post,
+    path = "/systems",
+    tag = "systems",
+    request_body = NewSystem,
+    responses((status = 201, description = "The new system", body = System)),
+)]
 async fn create(
     State(state): State<ApiState>,
     caller: Principal,
@@ -143,6 +182,14 @@ async fn create(
     Ok((StatusCode::CREATED, axum::Json(system)).into_response())
 }
 
+/// A system.
+#[utoipa::path(
+    get,
+    path = "/systems/{id}",
+    tag = "systems",
+    params(("id" = String, Path, description = "The system")),
+    responses((status = 200, description = "The system", body = System)),
+)]
 async fn show(
     State(state): State<ApiState>,
     _caller: Principal,
@@ -151,6 +198,15 @@ async fn show(
     Ok(axum::Json(state.control.store().system(&id).await?))
 }
 
+/// Change a system: each field given replaces that field; the running modules follow.
+#[utoipa::path(
+    method(patch, put),
+    path = "/systems/{id}",
+    tag = "systems",
+    params(("id" = String, Path, description = "The system")),
+    request_body = SystemPatch,
+    responses((status = 200, description = "The system as changed", body = System)),
+)]
 async fn update(
     State(state): State<ApiState>,
     caller: Principal,
@@ -169,6 +225,14 @@ async fn update(
     Ok(axum::Json(system))
 }
 
+/// Delete a system.
+#[utoipa::path(
+    delete,
+    path = "/systems/{id}",
+    tag = "systems",
+    params(("id" = String, Path, description = "The system")),
+    responses((status = 202, description = "Deleted")),
+)]
 async fn remove(
     State(state): State<ApiState>,
     caller: Principal,
@@ -187,6 +251,14 @@ async fn remove(
     Ok(StatusCode::ACCEPTED)
 }
 
+/// Add a module at the end of the system's modules.
+#[utoipa::path(
+    put,
+    path = "/systems/{id}/module/{module_id}",
+    tag = "systems",
+    params(("id" = String, Path, description = "The system"), ("module_id" = String, Path, description = "The module")),
+    responses((status = 200, description = "The system as changed", body = System)),
+)]
 async fn add_module(
     State(state): State<ApiState>,
     caller: Principal,
@@ -202,6 +274,14 @@ async fn add_module(
     Ok(axum::Json(system))
 }
 
+/// Take a module out of the system.
+#[utoipa::path(
+    delete,
+    path = "/systems/{id}/module/{module_id}",
+    tag = "systems",
+    params(("id" = String, Path, description = "The system"), ("module_id" = String, Path, description = "The module")),
+    responses((status = 200, description = "The system as changed", body = System)),
+)]
 async fn remove_module(
     State(state): State<ApiState>,
     caller: Principal,

@@ -5,12 +5,12 @@
 //! administrator cannot be removed, demoted or deactivated, so an installation never
 //! falls back to needing its setup token.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use zeroize::Zeroizing;
 
 use super::extract::{Json, Query};
@@ -19,18 +19,23 @@ use super::{ApiError, ApiState, Principal};
 use crate::auth::LOCAL_SOURCE;
 use crate::store::{NewUser, User, UserPatch};
 
-pub(super) fn router() -> Router<ApiState> {
-    Router::new()
-        .route("/users", get(list).post(create))
-        .route("/users/current", get(current))
-        .route("/users/current/password", post(change_own_password))
-        .route(
-            "/users/{id}",
-            get(show).patch(update).put(update).delete(remove),
-        )
-        .route("/users/{id}/password", post(set_password))
+pub(super) fn router() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(current))
+        .routes(routes!(change_own_password))
+        .routes(routes!(show, update, remove))
+        .routes(routes!(set_password))
 }
 
+/// List users.
+#[utoipa::path(
+    get,
+    path = "/users",
+    tag = "users",
+    params(ListParams),
+    responses((status = 200, description = "A page of users", body = [User], headers(("x-total-count" = i64, description = "Matches over every page")))),
+)]
 async fn list(
     State(state): State<ApiState>,
     Query(params): Query<ListParams>,
@@ -40,6 +45,13 @@ async fn list(
     ))
 }
 
+/// The caller.
+#[utoipa::path(
+    get,
+    path = "/users/current",
+    tag = "users",
+    responses((status = 200, description = "The signed-in user", body = User)),
+)]
 async fn current(
     State(state): State<ApiState>,
     caller: Principal,
@@ -54,6 +66,14 @@ async fn current(
     ))
 }
 
+/// A user.
+#[utoipa::path(
+    get,
+    path = "/users/{id}",
+    tag = "users",
+    params(("id" = String, Path, description = "The user")),
+    responses((status = 200, description = "The user", body = User)),
+)]
 async fn show(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -63,24 +83,39 @@ async fn show(
 
 /// A new user: a local account when a password is given, else one that signs in through
 /// the identity source named in `auth_source`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateUser {
+    /// Email (the login name).
     email: String,
+    /// Username (default: the email).
     #[serde(default)]
     username: Option<String>,
+    /// First name.
     #[serde(default)]
     first_name: String,
+    /// Last name.
     #[serde(default)]
     last_name: String,
+    /// Roles: `admin`, `support`, `user`, `reviewer`.
     #[serde(default)]
     roles: Vec<String>,
+    /// `local` (the default) or an identity source's id.
     #[serde(default)]
     auth_source: Option<String>,
+    /// A local account's password (at least 12 characters).
     #[serde(default)]
+    #[schema(format = Password)]
     password: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/users",
+    tag = "users",
+    request_body = CreateUser,
+    responses((status = 201, description = "The new user", body = User)),
+)]
 async fn create(
     State(state): State<ApiState>,
     caller: Principal,
@@ -144,6 +179,16 @@ async fn keep_an_admin(
     Ok(())
 }
 
+/// Change a user: each field given replaces that field. Deactivating revokes every
+/// token, session and API key of theirs; the last active administrator stays one.
+#[utoipa::path(
+    method(patch, put),
+    path = "/users/{id}",
+    tag = "users",
+    params(("id" = String, Path, description = "The user")),
+    request_body = UserPatch,
+    responses((status = 200, description = "The user as changed", body = User)),
+)]
 async fn update(
     State(state): State<ApiState>,
     caller: Principal,
@@ -165,6 +210,14 @@ async fn update(
     Ok(axum::Json(user))
 }
 
+/// Delete a user (not the last active administrator).
+#[utoipa::path(
+    delete,
+    path = "/users/{id}",
+    tag = "users",
+    params(("id" = String, Path, description = "The user")),
+    responses((status = 202, description = "Deleted")),
+)]
 async fn remove(
     State(state): State<ApiState>,
     caller: Principal,
@@ -181,9 +234,12 @@ async fn remove(
     Ok(StatusCode::ACCEPTED)
 }
 
-#[derive(Deserialize)]
+/// A new password.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewPassword {
+    /// At least 12 characters, at most 1 KiB.
+    #[schema(format = Password)]
     password: String,
 }
 
@@ -193,6 +249,15 @@ impl std::fmt::Debug for NewPassword {
     }
 }
 
+/// Set a local account's password.
+#[utoipa::path(
+    post,
+    path = "/users/{id}/password",
+    tag = "users",
+    params(("id" = String, Path, description = "The user")),
+    request_body = NewPassword,
+    responses((status = 204, description = "Set")),
+)]
 async fn set_password(
     State(state): State<ApiState>,
     caller: Principal,
@@ -207,10 +272,15 @@ async fn set_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+/// A change of one's own password.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PasswordChange {
+    /// The password now.
+    #[schema(format = Password)]
     current_password: String,
+    /// The new one.
+    #[schema(format = Password)]
     password: String,
 }
 
@@ -220,6 +290,14 @@ impl std::fmt::Debug for PasswordChange {
     }
 }
 
+/// Change the caller's own password.
+#[utoipa::path(
+    post,
+    path = "/users/current/password",
+    tag = "users",
+    request_body = PasswordChange,
+    responses((status = 204, description = "Changed")),
+)]
 async fn change_own_password(
     State(state): State<ApiState>,
     caller: Principal,

@@ -1,22 +1,21 @@
 //! `/zones`: the tree of places. Anyone signed in reads; administrators change.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::{Json, Query};
 use super::list::{ListParams, page};
 use super::{ApiError, ApiState, Principal};
 use crate::store::{NewZone, Zone, ZonePatch};
 
-pub(super) fn router() -> Router<ApiState> {
-    Router::new().route("/zones", get(list).post(create)).route(
-        "/zones/{id}",
-        get(show).patch(update).put(update).delete(remove),
-    )
+pub(super) fn router() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, update, remove))
 }
 
 #[derive(Debug, Deserialize)]
@@ -27,6 +26,17 @@ struct ZoneListParams {
     parent_id: Option<String>,
 }
 
+/// List zones.
+#[utoipa::path(
+    get,
+    path = "/zones",
+    tag = "zones",
+    params(
+        ListParams,
+        ("parent_id" = Option<String>, Query, description = "Only the children of this zone"),
+    ),
+    responses((status = 200, description = "A page of zones", body = [Zone], headers(("x-total-count" = i64, description = "Matches over every page")))),
+)]
 async fn list(
     State(state): State<ApiState>,
     _caller: Principal,
@@ -40,6 +50,14 @@ async fn list(
     Ok(page(zones))
 }
 
+/// Create a zone.
+#[utoipa::path(
+    post,
+    path = "/zones",
+    tag = "zones",
+    request_body = NewZone,
+    responses((status = 201, description = "The new zone", body = Zone)),
+)]
 async fn create(
     State(state): State<ApiState>,
     caller: Principal,
@@ -53,6 +71,14 @@ async fn create(
     Ok((StatusCode::CREATED, axum::Json(zone)).into_response())
 }
 
+/// A zone.
+#[utoipa::path(
+    get,
+    path = "/zones/{id}",
+    tag = "zones",
+    params(("id" = String, Path, description = "The zone")),
+    responses((status = 200, description = "The zone", body = Zone)),
+)]
 async fn show(
     State(state): State<ApiState>,
     _caller: Principal,
@@ -61,6 +87,16 @@ async fn show(
     Ok(axum::Json(state.control.store().zone(&id).await?))
 }
 
+/// Change a zone: each field given replaces that field (`parent_id: null` makes it a
+/// root).
+#[utoipa::path(
+    method(patch, put),
+    path = "/zones/{id}",
+    tag = "zones",
+    params(("id" = String, Path, description = "The zone")),
+    request_body = ZonePatch,
+    responses((status = 200, description = "The zone as changed", body = Zone)),
+)]
 async fn update(
     State(state): State<ApiState>,
     caller: Principal,
@@ -75,6 +111,14 @@ async fn update(
     Ok(axum::Json(zone))
 }
 
+/// Delete a zone; the systems it was in lose its settings layer.
+#[utoipa::path(
+    delete,
+    path = "/zones/{id}",
+    tag = "zones",
+    params(("id" = String, Path, description = "The zone")),
+    responses((status = 202, description = "Deleted")),
+)]
 async fn remove(
     State(state): State<ApiState>,
     caller: Principal,

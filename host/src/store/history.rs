@@ -7,7 +7,7 @@ use sqlx::Row;
 use super::{Result, Store};
 
 /// One transition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Transition {
     /// When, Unix ms.
     pub at: i64,
@@ -18,7 +18,7 @@ pub struct Transition {
 }
 
 /// A module's history over a time range.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct HistoryReport {
     /// The module.
     pub module_id: String,

@@ -64,7 +64,7 @@ pub struct Page<T> {
 }
 
 /// A zone: a node in the tree of places and groupings (building, level, area).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Zone {
     /// `zone-…`.
     pub id: String,
@@ -83,7 +83,7 @@ pub struct Zone {
 }
 
 /// What a new zone is.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 pub struct NewZone {
     /// Name (required).
     pub name: String,
@@ -99,7 +99,7 @@ pub struct NewZone {
 }
 
 /// A change to a zone: each `Some` replaces that field.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 pub struct ZonePatch {
     /// New name.
     pub name: Option<String>,
@@ -108,11 +108,13 @@ pub struct ZonePatch {
     /// New tags.
     pub tags: Option<Vec<String>>,
     /// New parent (`Some(None)` makes it a root).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     pub parent_id: Option<Option<String>>,
 }
 
 /// A system: a room, with its zones and modules in order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct System {
     /// `sys-…`.
     pub id: String,
@@ -133,7 +135,7 @@ pub struct System {
 }
 
 /// What a new system is.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 pub struct NewSystem {
     /// Name (required).
     pub name: String,
@@ -152,13 +154,15 @@ pub struct NewSystem {
 }
 
 /// A change to a system: each `Some` replaces that field.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 pub struct SystemPatch {
     /// New name.
     pub name: Option<String>,
     /// New description.
     pub description: Option<String>,
     /// New mailbox (`Some(None)` clears it).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     pub email: Option<Option<String>>,
     /// New zones, in order.
     pub zones: Option<Vec<String>>,
@@ -167,7 +171,7 @@ pub struct SystemPatch {
 }
 
 /// Whether a reviewer approved a driver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Approval {
     /// Not reviewed yet.
@@ -198,7 +202,7 @@ impl Approval {
 }
 
 /// A registered driver: one component, by digest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DriverRecord {
     /// `driver-…`.
     pub id: String,
@@ -245,7 +249,7 @@ pub struct NewDriver {
 }
 
 /// A module: one device (or logic) instance of a driver.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModuleRecord {
     /// `mod-…`.
     pub id: String,
@@ -271,7 +275,7 @@ pub struct ModuleRecord {
 }
 
 /// What a new module is.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 pub struct NewModule {
     /// Its driver (required).
     pub driver_id: String,
@@ -293,13 +297,19 @@ pub struct NewModule {
 }
 
 /// A change to a module: each `Some` replaces that field.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 pub struct ModulePatch {
     /// New endpoint (`Some(None)` clears it).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     pub endpoint: Option<Option<String>>,
     /// New base URI.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     pub uri: Option<Option<String>>,
     /// New custom name.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     pub custom_name: Option<Option<String>>,
     /// New notes.
     pub notes: Option<String>,
@@ -310,7 +320,7 @@ pub struct ModulePatch {
 }
 
 /// A person who may sign in.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct User {
     /// `user-…`.
     pub id: String,
@@ -356,7 +366,7 @@ pub struct NewUser {
 }
 
 /// A change to a user: each `Some` replaces that field.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 pub struct UserPatch {
     /// New email.
     pub email: Option<String>,
@@ -370,6 +380,14 @@ pub struct UserPatch {
     pub roles: Option<Vec<String>>,
     /// Activate or deactivate: deactivating revokes every token, session and API key.
     pub active: Option<bool>,
+}
+
+/// A patch field that may be absent (leave it: `None`), `null` (clear it: `Some(None)`)
+/// or a value (set it: `Some(Some(v))`).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// The roles a user may hold.

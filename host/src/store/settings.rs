@@ -23,7 +23,7 @@ use crate::settings::{Audience, Level, ParentKind, ParentSettings, merge_layers}
 pub const MAX_SETTINGS_BYTES: usize = 1 << 20;
 
 /// A settings record, without its value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SettingsRecord {
     /// `setting-…`.
     pub id: String,
@@ -42,7 +42,7 @@ pub struct SettingsRecord {
 }
 
 /// One version of a settings record, opened.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SettingsVersion {
     /// Version number.
     pub revision: i64,

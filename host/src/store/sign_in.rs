@@ -37,7 +37,7 @@ fn password_binding(user_id: &str) -> Binding<'_> {
 }
 
 /// A registered OAuth application.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct OAuthClient {
     /// The client id (`app-…`).
     pub id: String,
@@ -60,7 +60,7 @@ pub struct OAuthClient {
 }
 
 /// What a new OAuth application is.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewOAuthClient {
     /// Its name.
@@ -83,7 +83,7 @@ pub struct NewOAuthClient {
 }
 
 /// A change to an OAuth application.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OAuthClientPatch {
     /// New name.
@@ -241,7 +241,7 @@ pub enum RefreshOutcome {
 }
 
 /// An API key's record (never the key).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ApiKeyRecord {
     /// `key-…`.
     pub id: String,
@@ -262,7 +262,7 @@ pub struct ApiKeyRecord {
 }
 
 /// What a new API key is.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewApiKey {
     /// The user it acts as.
