@@ -1,7 +1,9 @@
 //! The `warden` command line: `warden driver inspect` and `warden driver run`, the
 //! reviewer's and the driver author's tools; `warden keys` and `warden audit`, the
 //! operator's tools for the master keys and the audit log of an installation; `warden
-//! user create`, local accounts (the first administrator among them).
+//! user create`, local accounts (the first administrator among them). The commands that
+//! talk to a running host through its API (`warden systems`, `warden exec`, `warden
+//! watch`, …) are [`crate::client`]'s.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -53,6 +55,8 @@ enum Command {
     /// credential for scripts and the CLI client.
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCommand),
+    #[command(flatten)]
+    Client(crate::client::Command),
 }
 
 #[derive(Debug, Subcommand)]
@@ -256,6 +260,7 @@ pub fn main() -> ExitCode {
         Command::Audit(AuditCommand::Verify(store)) => block_on(audit_verify(store)),
         Command::User(UserCommand::Create(args)) => block_on(user_create(args)),
         Command::ApiKey(ApiKeyCommand::Create(args)) => block_on(api_key_create(args)),
+        Command::Client(command) => Ok(crate::client::run(command)),
     };
     match result {
         Ok(code) => code,

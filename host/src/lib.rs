@@ -1,7 +1,8 @@
 //! Warden: a host for building-automation device drivers compiled to sandboxed
 //! WebAssembly components.
 //!
-//! Layers, top to bottom (each uses only those below it): [`cli`]; [`control`] (runs what
+//! Layers, top to bottom (each uses only those below it): [`cli`] and [`client`] (which
+//! talks to a running host over HTTPS only); [`control`] (runs what
 //! the store describes); [`store`] (the building model, sealed settings, device history and
 //! the audit log, on SQLite or PostgreSQL) and [`runtime`] (engine, component cache, one
 //! sandbox per module); [`transport`] (host-owned device connections); [`capability`] (the
@@ -12,6 +13,7 @@ pub mod api;
 pub mod auth;
 pub mod capability;
 pub mod cli;
+pub mod client;
 pub mod component;
 pub mod control;
 pub mod crypto;

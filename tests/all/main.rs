@@ -10,6 +10,7 @@
 mod support;
 mod admin_cli;
 mod api;
+mod client_cli;
 mod control;
 mod drivers;
 mod network;

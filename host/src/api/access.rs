@@ -1,7 +1,7 @@
 //! What each API route needs, in one table, enforced before any handler runs.
 //!
 //! [`RULES`] names every route by method and path (axum's syntax, relative to
-//! [`super::BASE`]) with the least the caller must hold. [`enforce`] runs after routing,
+//! [`super::BASE`]) with the least the caller must hold. `enforce` runs after routing,
 //! looks the matched route up and refuses: no rule → 403 and an error in the log (a route
 //! someone forgot to declare is closed, not open); no principal → 401; too low a role →
 //! 403; a read-only credential (the `read` scope) on anything but `GET` → 403. Finer

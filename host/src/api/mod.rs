@@ -6,7 +6,7 @@
 //! A request's credential is checked by [`principal`]; what each route needs is the
 //! table in [`access`]; every response carries the security headers of [`headers`]. The
 //! authorization server and the sign-in pages live beside the API under `/auth`
-//! ([`oauth`], [`sign_in`]). The API's OpenAPI document is generated from the handlers'
+//! (`oauth`, `sign_in`). The API's OpenAPI document is generated from the handlers'
 //! annotations ([`openapi`]).
 
 pub mod access;

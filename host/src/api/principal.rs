@@ -1,4 +1,4 @@
-//! Who is calling. A request's credential is checked once, by [`authenticate`], before
+//! Who is calling. A request's credential is checked once, by `authenticate`, before
 //! any handler runs: an `Authorization: Bearer` access token, or an `X-API-Key` (as
 //! PlaceOS sends them). The control WebSocket also takes the token in the query string
 //! (`bearer_token=…` or `api-key=…`, as PlaceOS clients connect), and only that route,
