@@ -6,10 +6,12 @@
 //! A request's credential is checked by [`principal`]; what each route needs is the
 //! table in [`access`]; every response carries the security headers of [`headers`]. The
 //! authorization server and the sign-in pages live beside the API under `/auth`
-//! ([`oauth`], [`sign_in`]).
+//! ([`oauth`], [`sign_in`]), with the authority document PlaceOS clients read first
+//! ([`authority`]).
 
 pub mod access;
 mod api_keys;
+mod authority;
 pub mod control_socket;
 mod drivers;
 pub mod error;
@@ -65,12 +67,14 @@ pub fn app(state: ApiState) -> Router {
         .merge(api_keys::router())
         .merge(oauth_apps::router())
         .route_layer(middleware::from_fn(access::enforce))
+        .layer(middleware::from_fn(list::next_link))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             principal::authenticate,
         ))
         .with_state(state.clone());
     let auth = Router::new()
+        .merge(authority::router())
         .merge(oauth::router())
         .merge(sign_in::router())
         .with_state(state);
