@@ -10,6 +10,7 @@
 mod support;
 mod admin_cli;
 mod api;
+mod clients;
 mod control;
 mod drivers;
 mod network;
