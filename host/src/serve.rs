@@ -196,17 +196,17 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     println!("warden: listening on https://{address}{}", api::BASE);
     let auth = Auth::new(store.clone(), &config.auth, &format!("https://{address}"))
         .context("setting up sign-in")?;
-    if !options.danger_no_auth {
-        if let Some(token) = auth.issue_setup_token().await? {
-            // The one way in on a new installation: printed for the operator, never logged.
-            println!(
-                "warden: no administrator exists yet. Create the first one at\n  \
-                 {issuer}/auth/setup\nwith this one-time setup token (valid until this host stops \
-                 or it is used):\n  {token}\nor stop the host and run `warden user create --admin`.",
-                issuer = auth.issuer(),
-                token = token.expose()
-            );
-        }
+    if !options.danger_no_auth
+        && let Some(token) = auth.issue_setup_token().await?
+    {
+        // The one way in on a new installation: printed for the operator, never logged.
+        println!(
+            "warden: no administrator exists yet. Create the first one at\n  \
+             {issuer}/auth/setup\nwith this one-time setup token (valid until this host stops \
+             or it is used):\n  {token}\nor stop the host and run `warden user create --admin`.",
+            issuer = auth.issuer(),
+            token = token.expose()
+        );
     }
 
     let (stop, stopped) = watch::channel(false);
