@@ -632,3 +632,73 @@ async fn a_driver_is_registered_approved_run_and_called_through_the_api() {
     assert_eq!(execs, 3, "ask, add and fail reached the driver");
     api.control.shutdown().await;
 }
+
+/// What `@placeos/ts-client` reads first, before it has a credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_authority_is_public_and_says_engine_v2() {
+    let mut api = Api::new(false).await;
+    let request = Request::get("/auth/authority")
+        .header("host", "127.0.0.1:8443")
+        .body(Body::empty())
+        .unwrap();
+    let response = api.router.call(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let authority: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        authority,
+        json!({
+            "id": "authority-warden",
+            "name": "127.0.0.1:8443",
+            "description": "Warden",
+            "domain": "127.0.0.1:8443",
+            "login_url": "/auth/login?continue={{url}}",
+            "logout_url": "/auth/logout",
+            "session": false,
+            "production": true,
+            "config": {},
+            "version": "v2.0.0",
+        })
+    );
+}
+
+/// Lists page as PlaceOS's do: the total in `X-Total-Count`, the next page in `Link`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_link_the_next_page() {
+    let mut api = Api::new(true).await;
+    for name in ["Room 1", "Room 2", "Room 3", "Hall"] {
+        let reply = api
+            .call(
+                Method::POST,
+                "/api/engine/v2/systems",
+                Some(json!({"name": name})),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    }
+    let first = api
+        .call(Method::GET, "/api/engine/v2/systems?q=room&limit=2", None)
+        .await;
+    assert_eq!(first.headers["x-total-count"], "3");
+    assert_eq!(first.body.as_array().unwrap().len(), 2);
+    let link = first.headers["link"].to_str().unwrap();
+    assert_eq!(
+        link,
+        "</api/engine/v2/systems?offset=2&limit=2&q=room>; rel=\"next\""
+    );
+    // Following it gives the last page, which links nowhere.
+    let next = link.trim_start_matches('<').split('>').next().unwrap();
+    let last = api.call(Method::GET, next, None).await;
+    assert_eq!(last.headers["x-total-count"], "3");
+    assert_eq!(last.body.as_array().unwrap().len(), 1);
+    assert!(last.headers.get("link").is_none());
+    // Not lists: no link.
+    let one = api
+        .call(Method::GET, "/api/engine/v2/systems?limit=1", None)
+        .await;
+    let id = one.body[0]["id"].as_str().unwrap();
+    let shown = api
+        .call(Method::GET, &format!("/api/engine/v2/systems/{id}"), None)
+        .await;
+    assert!(shown.headers.get("link").is_none());
+}

@@ -11,6 +11,7 @@ mod support;
 mod admin_cli;
 mod api;
 mod client_cli;
+mod clients;
 mod control;
 mod drivers;
 mod network;

@@ -6,11 +6,13 @@
 //! A request's credential is checked by [`principal`]; what each route needs is the
 //! table in [`access`]; every response carries the security headers of [`headers`]. The
 //! authorization server and the sign-in pages live beside the API under `/auth`
-//! (`oauth`, `sign_in`). The API's OpenAPI document is generated from the handlers'
+//! (`oauth`, `sign_in`), with the authority document PlaceOS clients read first
+//! (`authority`). The API's OpenAPI document is generated from the handlers'
 //! annotations ([`openapi`]).
 
 pub mod access;
 mod api_keys;
+mod authority;
 pub mod control_socket;
 mod drivers;
 pub mod error;
@@ -77,6 +79,7 @@ pub fn app(state: ApiState) -> Router {
     let (api, _) = routes().split_for_parts();
     let api = api
         .route_layer(middleware::from_fn(access::enforce))
+        .layer(middleware::from_fn(list::next_link))
         .layer(middleware::map_response(error::json_errors))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -84,6 +87,7 @@ pub fn app(state: ApiState) -> Router {
         ))
         .with_state(state.clone());
     let auth = Router::new()
+        .merge(authority::router())
         .merge(oauth::router())
         .merge(sign_in::router())
         .with_state(state);
