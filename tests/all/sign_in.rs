@@ -1204,6 +1204,7 @@ async fn sign_out_revokes_what_the_session_issued(db: TestDb) {
 /// What each route needs, written out again here: a route whose rule changes, or a new
 /// rule, fails this test until the change is made on purpose in both places.
 const EXPECTED: &[(&str, &str, &str)] = &[
+    ("GET", "/openapi.json", "public"),
     ("GET", "/zones", "user"),
     ("GET", "/zones/{id}", "user"),
     ("POST", "/zones", "admin"),

@@ -13,6 +13,10 @@
 //! host's own cost. Clients: hyper's HTTP/1.1 client on one keep-alive TLS connection, and
 //! tokio-tungstenite on one TLS connection, each sending one request at a time. The three
 //! paths run in interleaved rounds so that noise falls on all of them alike.
+//!
+//! Last, requests per second under load: `wrk` (Debian's package; scripts/setup installs
+//! it) with 2 threads and 32 keep-alive HTTPS connections against the status read and the
+//! exec of the same module, in a separate process on the same 2 cores.
 
 #[path = "support/stats.rs"]
 mod stats;
@@ -296,6 +300,7 @@ async fn bench(dir: &std::path::Path, counts: &Counts) -> anyhow::Result<()> {
     drop(socket);
 
     fan_out(port, &ca, &room, &handle, counts).await?;
+    load(port, &module, dir, counts).await?;
 
     stop.send(true)?;
     server.await?;
@@ -391,6 +396,79 @@ async fn fan_out(
     );
     for task in tasks {
         task.abort();
+    }
+    Ok(())
+}
+
+/// Requests per second with `wrk` against the running server: the module's status, and
+/// its `add` function.
+async fn load(
+    port: u16,
+    module: &str,
+    dir: &std::path::Path,
+    counts: &Counts,
+) -> anyhow::Result<()> {
+    if std::process::Command::new("wrk")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("load: wrk is not installed (scripts/setup installs it); skipped");
+        return Ok(());
+    }
+    let seconds = if counts.rounds < 10 { "3s" } else { "10s" };
+    let post = dir.join("exec.lua");
+    std::fs::write(
+        &post,
+        "wrk.method = \"POST\"\nwrk.body = \"[2, 3]\"\n\
+         wrk.headers[\"Content-Type\"] = \"application/json\"\n",
+    )?;
+    for (label, path, script) in [
+        (
+            "GET  state",
+            format!("/api/engine/v2/modules/{module}/state"),
+            None,
+        ),
+        (
+            "POST exec add(2, 3)",
+            format!("/api/engine/v2/modules/{module}/exec/add"),
+            Some(&post),
+        ),
+    ] {
+        let mut command = std::process::Command::new("wrk");
+        command.args([
+            "--threads",
+            "2",
+            "--connections",
+            "32",
+            "--duration",
+            seconds,
+            "--latency",
+        ]);
+        if let Some(script) = script {
+            command.arg("--script").arg(script);
+        }
+        command.arg(format!("https://127.0.0.1:{port}{path}"));
+        // wrk runs while this process serves: wait for it off the runtime's workers.
+        let output = tokio::task::spawn_blocking(move || command.output()).await??;
+        let text = String::from_utf8_lossy(&output.stdout);
+        anyhow::ensure!(output.status.success(), "wrk failed: {text}");
+        anyhow::ensure!(
+            !text.contains("Non-2xx"),
+            "wrk saw errors from {path}: {text}"
+        );
+        let field = |prefix: &str| {
+            text.lines()
+                .find_map(|line| line.trim().strip_prefix(prefix).map(str::trim))
+                .unwrap_or("?")
+                .to_string()
+        };
+        println!(
+            "load {label}: {} requests/s, latency p50 {} p99 {} (wrk, 2 threads, 32 connections, {seconds})",
+            field("Requests/sec:"),
+            field("50%"),
+            field("99%"),
+        );
     }
     Ok(())
 }
