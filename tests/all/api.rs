@@ -702,3 +702,72 @@ async fn lists_link_the_next_page() {
         .await;
     assert!(shown.headers.get("link").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_leaves_what_it_omits_and_clears_what_it_nulls() {
+    let mut api = Api::new(true).await;
+    let campus = api
+        .call(
+            Method::POST,
+            "/api/engine/v2/zones",
+            Some(json!({"name": "Campus"})),
+        )
+        .await;
+    let campus_id = campus.body["id"].as_str().unwrap().to_string();
+    let building = api
+        .call(
+            Method::POST,
+            "/api/engine/v2/zones",
+            Some(json!({"name": "Building", "parent_id": campus_id})),
+        )
+        .await;
+    let path = format!(
+        "/api/engine/v2/zones/{}",
+        building.body["id"].as_str().unwrap()
+    );
+    // Left out: unchanged.
+    let renamed = api
+        .call(Method::PATCH, &path, Some(json!({"name": "Building A"})))
+        .await;
+    assert_eq!(renamed.status, StatusCode::OK, "{}", renamed.body);
+    assert_eq!(renamed.body["parent_id"], campus_id.as_str());
+    // null: cleared.
+    let root = api
+        .call(Method::PATCH, &path, Some(json!({"parent_id": null})))
+        .await;
+    assert_eq!(root.status, StatusCode::OK, "{}", root.body);
+    assert_eq!(root.body["parent_id"], Value::Null);
+    assert_eq!(root.body["name"], "Building A");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_axum_writes_itself_are_json_too() {
+    let mut api = Api::new(true).await;
+    // A method the route lacks: 405 with Allow, in the error shape.
+    let reply = api.call(Method::DELETE, "/api/engine/v2/zones", None).await;
+    assert_error(
+        &reply,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        None,
+    );
+    assert!(reply.headers.contains_key("allow"));
+    // A path segment that does not decode.
+    let reply = api
+        .call(Method::GET, "/api/engine/v2/zones/%FF", None)
+        .await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "invalid", None);
+    // The WebSocket without its upgrade headers.
+    let reply = api
+        .call(Method::GET, "/api/engine/v2/systems/control", None)
+        .await;
+    assert!(reply.status.is_client_error(), "{}", reply.status);
+    assert!(reply.body["error"]["code"].is_string(), "{}", reply.body);
+    // The OpenAPI document is there for anyone.
+    let mut anonymous = Api::new(false).await;
+    let reply = anonymous
+        .call(Method::GET, "/api/engine/v2/openapi.json", None)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["openapi"], "3.1.0");
+}

@@ -9,7 +9,7 @@
 //! driver function's access level.
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::Method;
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -151,6 +151,24 @@ pub(super) async fn enforce(request: Request, next: Next) -> Response {
         request.method().clone()
     };
     let Some(rule) = rule_for(&method, path) else {
+        let allowed: Vec<&str> = RULES
+            .iter()
+            .filter(|rule| rule.path == path)
+            .map(|rule| rule.method)
+            .collect();
+        if !allowed.is_empty() {
+            // The route exists, for other methods: the caller's mistake.
+            let mut response = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{method} is not allowed here; {} are", allowed.join(", ")),
+            )
+            .into_response();
+            if let Ok(allow) = HeaderValue::from_str(&allowed.join(", ")) {
+                response.headers_mut().insert(header::ALLOW, allow);
+            }
+            return response;
+        }
         tracing::error!(%method, path, "route has no access rule; refused");
         return ApiError::forbidden("this route has no access rule").into_response();
     };
