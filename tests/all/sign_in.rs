@@ -16,7 +16,8 @@ use sha2::{Digest, Sha256};
 use tower_service::Service;
 use warden::api::access::{Need, RULES};
 use warden::api::{ApiState, app};
-use warden::auth::Auth;
+use warden::auth::external::ExternalIdentity;
+use warden::auth::{Auth, AuthError};
 use warden::control::{Control, ControlConfig};
 use warden::store::{Actor, Clock, NewOAuthClient, NewUser, Store};
 use zeroize::Zeroizing;
@@ -410,6 +411,7 @@ on_both_backends!(
     sign_in_is_rate_limited_per_account_and_address,
     deactivation_and_role_changes_take_effect_at_once,
     sign_out_revokes_what_the_session_issued,
+    an_external_identity_signs_in_only_its_own_sources_users,
 );
 
 async fn the_first_administrator_comes_only_from_the_setup_token(db: TestDb) {
@@ -1199,6 +1201,99 @@ async fn sign_out_revokes_what_the_session_issued(db: TestDb) {
         .get(&mut host, &authorize_path(&client, &pkce, "s"))
         .await;
     assert!(again.location().starts_with("/auth/login"));
+}
+
+async fn an_external_identity_signs_in_only_its_own_sources_users(db: TestDb) {
+    let host = Host::new(db).await;
+    host.admin("root@example.org").await;
+    let corp = |email: &str, roles: Option<&[&str]>| ExternalIdentity {
+        source: "corp".into(),
+        email: email.into(),
+        first_name: Some("Ada".into()),
+        last_name: Some("Lovelace".into()),
+        roles: roles.map(|roles| roles.iter().map(|r| r.to_string()).collect()),
+    };
+    // The first sign-in creates the user in the source, with the mapped roles.
+    let (cookie, session) = host
+        .auth
+        .sign_in_external(&corp("Ada@Example.org", Some(&["support"])), None, START)
+        .await
+        .unwrap();
+    assert_eq!(session.source, "corp");
+    let (_, user) = host
+        .auth
+        .session(cookie.expose(), START)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (user.email.as_str(), user.auth_source.as_str()),
+        ("ada@example.org", "corp")
+    );
+    assert_eq!(user.roles, ["support"]);
+    // A later one refreshes what the provider says.
+    let mut renamed = corp("ada@example.org", Some(&["admin"]));
+    renamed.last_name = Some("King".into());
+    host.auth
+        .sign_in_external(&renamed, None, START + MINUTE)
+        .await
+        .unwrap();
+    let user = host.store.user(&user.id).await.unwrap();
+    assert_eq!(
+        (user.last_name.as_str(), user.roles.clone()),
+        ("King", vec!["admin".to_string()])
+    );
+    // A source that maps no roles leaves them as an administrator set them.
+    host.auth
+        .sign_in_external(&corp("ada@example.org", None), None, START + MINUTE)
+        .await
+        .unwrap();
+    assert_eq!(host.store.user(&user.id).await.unwrap().roles, ["admin"]);
+    // Another source, or a local account with the same email: refused, and audited.
+    let mut other = corp("ada@example.org", None);
+    other.source = "partner".into();
+    let refused = host.auth.sign_in_external(&other, None, START).await;
+    assert!(
+        matches!(refused, Err(AuthError::WrongSource { .. })),
+        "{refused:?}"
+    );
+    let refused = host
+        .auth
+        .sign_in_external(&corp("root@example.org", Some(&["admin"])), None, START)
+        .await;
+    assert!(
+        matches!(refused, Err(AuthError::WrongSource { .. })),
+        "{refused:?}"
+    );
+    let failures = host
+        .store
+        .audit_entries(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|entry| entry.action == "user.sign_in_failed")
+        .count();
+    assert_eq!(failures, 2);
+    // A deactivated user stays out.
+    host.store
+        .update_user(
+            &Actor("test".into()),
+            &user.id,
+            &warden::store::UserPatch {
+                active: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let refused = host
+        .auth
+        .sign_in_external(&corp("ada@example.org", None), None, START)
+        .await;
+    assert!(
+        matches!(refused, Err(AuthError::Deactivated)),
+        "{refused:?}"
+    );
 }
 
 /// What each route needs, written out again here: a route whose rule changes, or a new

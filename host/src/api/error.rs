@@ -176,6 +176,7 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidCredential | AuthError::Deactivated | AuthError::BadPassword => {
                 ApiError::unauthenticated(error.to_string())
             }
+            AuthError::WrongSource { .. } => ApiError::forbidden(error.to_string()),
             AuthError::RateLimited { .. } => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",

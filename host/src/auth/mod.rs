@@ -10,6 +10,7 @@
 //! API from the [`Caller`] this module returns.
 
 pub mod cache;
+pub mod external;
 pub mod limiter;
 mod oauth;
 pub mod password;
@@ -157,6 +158,13 @@ pub enum AuthError {
     /// The configuration is unusable.
     #[error("[auth] {0}")]
     Config(String),
+    /// An identity provider vouched for someone whose account belongs to another
+    /// identity source (or is a local account).
+    #[error("this account does not sign in through {identity_source}")]
+    WrongSource {
+        /// The source that tried.
+        identity_source: String,
+    },
     /// A password that may not be set, or hashing failed.
     #[error(transparent)]
     Password(#[from] PasswordError),
