@@ -6,7 +6,7 @@
 //! `cargo bench -p warden-tests --bench auth` (add `-- --quick` for smaller counts), on a
 //! SQLite file in a temporary directory. It prints one labelled line per figure.
 //!
-//! 1. scrypt: `PasswordHasher::hash` at N = 2^14, 2^15 (the default) and 2^16, r = 8,
+//! 1. scrypt: `PasswordHasher::hash` at N = 2^14, 2^15 and 2^16 (the default), r = 8,
 //!    p = 1, one at a time.
 //! 2. Token check: `Auth::check_bearer` for one access token, warm (the credential cache
 //!    holds it) and cold (a new API key each time: hash, one query, cache insert).

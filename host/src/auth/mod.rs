@@ -56,7 +56,7 @@ pub struct AuthConfig {
     pub refresh_absolute_days: u32,
     /// Hours a sign-in page session lasts (default 12).
     pub session_hours: u32,
-    /// scrypt's cost for local passwords (default N = 2^15, r = 8, p = 1).
+    /// scrypt's cost for local passwords (default N = 2^16, r = 8, p = 1).
     pub scrypt: ScryptCost,
     /// Password hashes computed at once (default: one per core).
     pub hashing_concurrency: Option<usize>,
