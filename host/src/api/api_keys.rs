@@ -47,7 +47,7 @@ struct KeyListParams {
         ListParams,
         ("user_id" = Option<String>, Query, description = "Only the keys of this user"),
     ),
-    responses((status = 200, description = "A page of key records", body = [ApiKeyRecord], headers(("x-total-count" = i64, description = "Matches over every page")))),
+    responses((status = 200, description = "A page of key records", body = [ApiKeyRecord], headers(("x-total-count" = i64, description = "Matches over every page"), ("link" = String, description = "When more follow: `<PATH?offset=N&limit=M&…>; rel=\"next\"`")))),
 )]
 async fn list(
     State(state): State<ApiState>,

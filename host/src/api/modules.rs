@@ -51,7 +51,7 @@ struct ModuleListParams {
         ("system_id" = Option<String>, Query, description = "Only modules in this system"),
         ("running" = Option<bool>, Query, description = "Only modules that should (true) or should not (false) run"),
     ),
-    responses((status = 200, description = "A page of modules", body = [ModuleRecord], headers(("x-total-count" = i64, description = "Matches over every page")))),
+    responses((status = 200, description = "A page of modules", body = [ModuleRecord], headers(("x-total-count" = i64, description = "Matches over every page"), ("link" = String, description = "When more follow: `<PATH?offset=N&limit=M&…>; rel=\"next\"`")))),
 )]
 async fn list(
     State(state): State<ApiState>,

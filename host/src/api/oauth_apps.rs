@@ -49,7 +49,7 @@ struct NewClientSecret {
     path = "/oauth_apps",
     tag = "oauth_apps",
     params(ListParams),
-    responses((status = 200, description = "A page of applications", body = [OAuthClient], headers(("x-total-count" = i64, description = "Matches over every page")))),
+    responses((status = 200, description = "A page of applications", body = [OAuthClient], headers(("x-total-count" = i64, description = "Matches over every page"), ("link" = String, description = "When more follow: `<PATH?offset=N&limit=M&…>; rel=\"next\"`")))),
 )]
 async fn list(
     State(state): State<ApiState>,

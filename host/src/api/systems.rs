@@ -144,7 +144,7 @@ struct SystemListParams {
         ListParams,
         ("zone_id" = Option<String>, Query, description = "Only systems in this zone"),
     ),
-    responses((status = 200, description = "A page of systems", body = [System], headers(("x-total-count" = i64, description = "Matches over every page")))),
+    responses((status = 200, description = "A page of systems", body = [System], headers(("x-total-count" = i64, description = "Matches over every page"), ("link" = String, description = "When more follow: `<PATH?offset=N&limit=M&…>; rel=\"next\"`")))),
 )]
 async fn list(
     State(state): State<ApiState>,

@@ -34,7 +34,7 @@ pub(super) fn router() -> OpenApiRouter<ApiState> {
     path = "/users",
     tag = "users",
     params(ListParams),
-    responses((status = 200, description = "A page of users", body = [User], headers(("x-total-count" = i64, description = "Matches over every page")))),
+    responses((status = 200, description = "A page of users", body = [User], headers(("x-total-count" = i64, description = "Matches over every page"), ("link" = String, description = "When more follow: `<PATH?offset=N&limit=M&…>; rel=\"next\"`")))),
 )]
 async fn list(
     State(state): State<ApiState>,

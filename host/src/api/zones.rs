@@ -35,7 +35,7 @@ struct ZoneListParams {
         ListParams,
         ("parent_id" = Option<String>, Query, description = "Only the children of this zone"),
     ),
-    responses((status = 200, description = "A page of zones", body = [Zone], headers(("x-total-count" = i64, description = "Matches over every page")))),
+    responses((status = 200, description = "A page of zones", body = [Zone], headers(("x-total-count" = i64, description = "Matches over every page"), ("link" = String, description = "When more follow: `<PATH?offset=N&limit=M&…>; rel=\"next\"`")))),
 )]
 async fn list(
     State(state): State<ApiState>,
