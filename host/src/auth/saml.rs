@@ -569,7 +569,7 @@ fn check_assertion(source: &Source, assertion: &Assertion, now: i64) -> Result<i
     if restrictions.is_empty()
         || !restrictions
             .iter()
-            .all(|r| r.audience.iter().any(|a| *a == source.entity_id))
+            .all(|r| r.audience.contains(&source.entity_id))
     {
         return Err(SamlError::Refused(format!(
             "the assertion's audience is not {}",
@@ -733,6 +733,45 @@ mod tests {
         assert!(message.contains("saml[0].idp_metadata"), "{message}");
         assert!(message.contains("no signing certificate"), "{message}");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_documented_example_is_a_valid_configuration() {
+        let doc = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"),
+        )
+        .unwrap();
+        let start = doc.find("[[auth.saml]]").unwrap();
+        let end = doc[start..].find("```").unwrap() + start;
+        #[derive(Deserialize)]
+        struct File {
+            auth: super::super::AuthConfig,
+        }
+        let file: File = toml::from_str(&doc[start..end]).unwrap();
+        let saml = &file.auth.saml[0];
+        assert_eq!(saml.id, "corp");
+        assert_eq!(
+            saml.roles.get("warden-admins").map(String::as_str),
+            Some("admin")
+        );
+        assert_eq!(saml.email_attributes, default_email_attributes());
+        assert_eq!(saml.role_attributes, default_role_attributes());
+        assert_eq!(saml.clock_skew_seconds, default_clock_skew());
+    }
+
+    #[test]
+    fn only_one_assertion_and_no_dtd() {
+        let one = r#"<p:Response xmlns:p="urn:oasis:names:tc:SAML:2.0:protocol"><a:Assertion xmlns:a="urn:oasis:names:tc:SAML:2.0:assertion"/></p:Response>"#;
+        assert!(check_shape(one).is_ok());
+        let two = one.replace(
+            "/></p:",
+            "/><Assertion xmlns=\"urn:oasis:names:tc:SAML:2.0:assertion\"/></p:",
+        );
+        assert!(check_shape(&two).is_err());
+        let none = r#"<p:Response xmlns:p="urn:oasis:names:tc:SAML:2.0:protocol"/>"#;
+        assert!(check_shape(none).is_err());
+        let dtd = format!("<!DOCTYPE r [<!ENTITY x \"y\">]>{one}");
+        assert!(check_shape(&dtd).is_err());
     }
 
     #[test]
