@@ -15,6 +15,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use warden_tests::serve_process::{ServeProcess, admin_api_key, scratch};
 
+use crate::store::TestDb;
+
 const PASSWORD: &str = "a-very-secret-idp-password";
 const SOURCE: &str = "corp";
 
@@ -648,4 +650,57 @@ fn saml_sign_in_through_simplesamlphp_and_attacks_refused() {
         "an assertion in Warden's output"
     );
     let _ = std::fs::remove_dir_all(root);
+}
+
+on_both_backends!(the_replay_cache_refuses_a_consumed_assertion_until_it_expires);
+
+/// The replay cache in the store: an assertion id is consumed once per source, shared by
+/// every host on the database, and forgotten only after it expired.
+async fn the_replay_cache_refuses_a_consumed_assertion_until_it_expires(db: TestDb) {
+    let store = db.store().await;
+    let now = 1_900_000_000_000;
+    let until = now + 5 * 60_000;
+    assert!(
+        store
+            .consume_saml_assertion("corp", "_a1", until, now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .consume_saml_assertion("corp", "_a1", until, now + 1)
+            .await
+            .unwrap()
+    );
+    // Another host on the same database refuses it too.
+    let other = db.store().await;
+    assert!(
+        !other
+            .consume_saml_assertion("corp", "_a1", until, now + 2)
+            .await
+            .unwrap()
+    );
+    // Ids are per source.
+    assert!(
+        other
+            .consume_saml_assertion("other", "_a1", until, now)
+            .await
+            .unwrap()
+    );
+    // Pruning keeps it while it could still be presented, and a day beyond.
+    store.prune_sign_in(until).await.unwrap();
+    assert!(
+        !store
+            .consume_saml_assertion("corp", "_a1", until, until)
+            .await
+            .unwrap()
+    );
+    let later = until + 24 * 60 * 60_000 + 1;
+    store.prune_sign_in(later).await.unwrap();
+    assert!(
+        store
+            .consume_saml_assertion("corp", "_a1", later + 60_000, later)
+            .await
+            .unwrap()
+    );
 }

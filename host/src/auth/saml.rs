@@ -15,13 +15,16 @@
 //!    ACS URL), the validity windows with the configured skew and InResponseTo (the
 //!    browser's pending request). This module then requires what samael leaves optional
 //!    — an audience restriction naming this SP, a NotOnOrAfter — checks the window again
-//!    against the host's clock, and refuses an assertion id it has seen before (the
-//!    replay cache keeps ids until their NotOnOrAfter plus the skew).
+//!    against the host's clock; [`Auth::sign_in_saml`] refuses an assertion id the
+//!    store has seen before (the replay cache keeps ids until their NotOnOrAfter plus
+//!    the skew).
 //! 3. The attributes become an [`ExternalIdentity`] and [`Auth::sign_in_external`]
 //!    starts the browser session.
 //!
-//! Pending requests and the replay cache are in memory, per host: the IdP's answer must
-//! come back to the host that sent the person there.
+//! Pending requests are in memory, per host (they are made by unauthenticated requests,
+//! so they stay out of the database, bounded): the IdP's answer must come back to the
+//! host that sent the person there. The replay cache is in the store
+//! (`saml_assertions`), shared by every host and kept across restarts.
 //!
 //! Nothing here logs an assertion, a response or an attribute value: refusals are logged
 //! and audited with samael's reason, which names only metadata (issuer, URLs, times).
@@ -201,15 +204,12 @@ struct Pending {
     expires_at: i64,
 }
 
-/// The configured SAML identity sources, the sign-ins waiting for an answer and the
-/// assertion ids already consumed.
+/// The configured SAML identity sources and the sign-ins waiting for an answer.
 #[derive(Debug, Default)]
 pub struct SamlSources {
     sources: Vec<Arc<Source>>,
     /// Pending sign-ins by the hash of their browser cookie.
     pending: Mutex<HashMap<String, Pending>>,
-    /// Consumed assertions, `(source, assertion id)`, until when they are remembered.
-    consumed: Mutex<HashMap<(String, String), i64>>,
 }
 
 /// A started sign-in: the cookie that binds it to the browser and where to send the
@@ -464,7 +464,7 @@ impl SamlSources {
         cookie: Option<&str>,
         saml_response: String,
         now: i64,
-    ) -> Result<(ExternalIdentity, Option<String>), SamlError> {
+    ) -> Result<Verified, SamlError> {
         let source = Arc::clone(self.source(id)?);
         let pending = self
             .take_pending(id, cookie, now)
@@ -488,31 +488,27 @@ impl SamlSources {
         .await
         .map_err(|e| SamlError::Refused(format!("verification task failed: {e}")))??;
         let remember_until = check_assertion(&source, &assertion, now)?;
-        self.consume(&source.id, &assertion.id, remember_until, now)?;
         let identity = identity(&source, &assertion)?;
-        Ok((identity, pending.next))
+        Ok(Verified {
+            identity,
+            next: pending.next,
+            assertion_id: assertion.id,
+            remember_until,
+        })
     }
+}
 
-    /// Remember `assertion_id` until `until`; refuse it when already remembered.
-    fn consume(
-        &self,
-        source: &str,
-        assertion_id: &str,
-        until: i64,
-        now: i64,
-    ) -> Result<(), SamlError> {
-        let mut consumed = self
-            .consumed
-            .lock()
-            .map_err(|_| SamlError::Refused("lock poisoned".to_string()))?;
-        consumed.retain(|_, expires| *expires > now);
-        let key = (source.to_string(), assertion_id.to_string());
-        if consumed.contains_key(&key) {
-            return Err(SamlError::Replayed);
-        }
-        consumed.insert(key, until);
-        Ok(())
-    }
+/// A verified answer, before its assertion id is recorded as consumed.
+#[derive(Debug)]
+pub struct Verified {
+    /// Who signed in.
+    pub identity: ExternalIdentity,
+    /// Where to continue.
+    pub next: Option<String>,
+    /// The assertion's id, for the replay cache.
+    assertion_id: String,
+    /// Until when the replay cache must remember it.
+    remember_until: i64,
 }
 
 /// Before any signature is checked: no DTD (nothing for an XML parser to expand) and
@@ -670,10 +666,31 @@ impl Auth {
         address: Option<IpAddr>,
         now: i64,
     ) -> Result<(Secret, SessionRecord, Option<String>), AuthError> {
-        match self.saml().finish(id, cookie, saml_response, now).await {
-            Ok((identity, next)) => {
-                let (cookie, session) = self.sign_in_external(&identity, address, now).await?;
-                Ok((cookie, session, next))
+        let verified = match self.saml().finish(id, cookie, saml_response, now).await {
+            Ok(verified) => {
+                let fresh = self
+                    .store()
+                    .consume_saml_assertion(
+                        id,
+                        &verified.assertion_id,
+                        verified.remember_until,
+                        now,
+                    )
+                    .await?;
+                if fresh {
+                    Ok(verified)
+                } else {
+                    Err(SamlError::Replayed)
+                }
+            }
+            Err(error) => Err(error),
+        };
+        match verified {
+            Ok(verified) => {
+                let (cookie, session) = self
+                    .sign_in_external(&verified.identity, address, now)
+                    .await?;
+                Ok((cookie, session, verified.next))
             }
             Err(error) => {
                 tracing::warn!(source = id, "SAML sign-in refused: {error}");
