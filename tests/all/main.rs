@@ -17,6 +17,7 @@ mod drivers;
 mod network;
 mod openapi;
 mod runtime;
+mod saml;
 mod sandbox;
 mod serve;
 mod sign_in;

@@ -28,6 +28,7 @@ pub mod principal;
 pub mod server;
 mod settings;
 mod sign_in;
+mod sso_saml;
 mod systems;
 pub mod tls;
 mod users;
@@ -90,6 +91,7 @@ pub fn app(state: ApiState) -> Router {
         .merge(authority::router())
         .merge(oauth::router())
         .merge(sign_in::router())
+        .merge(sso_saml::router())
         .with_state(state);
     Router::new()
         .merge(api)

@@ -29,7 +29,7 @@ pub(super) fn router() -> Router<ApiState> {
 
 /// Where to go after signing in: only back into an authorization request on this host
 /// (a path-absolute reference with this fixed start cannot name another origin).
-fn checked_continue(target: Option<&str>) -> Option<String> {
+pub(super) fn checked_continue(target: Option<&str>) -> Option<String> {
     let target = target?;
     let safe =
         target.starts_with("/auth/oauth/authorize?") && !target.chars().any(char::is_control);
@@ -42,7 +42,30 @@ struct LoginQuery {
     next: Option<String>,
 }
 
-fn login_form(csrf: &str, next: Option<&str>, notice: Option<&str>) -> String {
+/// "Sign in with NAME" links to the configured identity providers, continuing to `next`.
+fn sso_links(state: &ApiState, next: Option<&str>) -> String {
+    let next = next.map_or(String::new(), |n| {
+        format!(
+            "?continue={}",
+            form_urlencoded::byte_serialize(n.as_bytes()).collect::<String>()
+        )
+    });
+    state
+        .auth
+        .saml()
+        .list()
+        .iter()
+        .map(|(id, name)| {
+            format!(
+                "<p><a href=\"{}\">Sign in with {}</a></p>\n",
+                escape(&format!("/auth/saml/{id}/login{next}")),
+                escape(name)
+            )
+        })
+        .collect()
+}
+
+fn login_form(csrf: &str, next: Option<&str>, notice: Option<&str>, sso: &str) -> String {
     let notice = notice.map_or(String::new(), |n| {
         format!("<p role=\"alert\">{}</p>\n", escape(n))
     });
@@ -53,7 +76,7 @@ fn login_form(csrf: &str, next: Option<&str>, notice: Option<&str>) -> String {
         )
     });
     format!(
-        "{notice}<form method=\"post\" action=\"/auth/login\">{csrf}{next}\n\
+        "{notice}{sso}<form method=\"post\" action=\"/auth/login\">{csrf}{next}\n\
          <p><label>Email or username <input name=\"login\" autocomplete=\"username\" required></label></p>\n\
          <p><label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label></p>\n\
          <p><button type=\"submit\">Sign in</button></p>\n</form>"
@@ -95,7 +118,12 @@ async fn login_page(
         Err(error) => return failure(&error),
     };
     let (cookie, csrf) = form_token();
-    let body = login_form(&csrf, next.as_deref(), notice);
+    let body = login_form(
+        &csrf,
+        next.as_deref(),
+        notice,
+        &sso_links(&state, next.as_deref()),
+    );
     pages::with_cookies(pages::page(StatusCode::OK, "Sign in", &body), [cookie])
 }
 
@@ -143,7 +171,12 @@ async fn login(
     let now = state.auth.now();
     let again = |status: StatusCode, notice: &str| {
         let (cookie, csrf) = form_token();
-        let body = login_form(&csrf, next.as_deref(), Some(notice));
+        let body = login_form(
+            &csrf,
+            next.as_deref(),
+            Some(notice),
+            &sso_links(&state, next.as_deref()),
+        );
         pages::with_cookies(pages::page(status, "Sign in", &body), [cookie])
     };
     match state

@@ -14,6 +14,7 @@ pub mod external;
 pub mod limiter;
 mod oauth;
 pub mod password;
+pub mod saml;
 pub mod secret;
 
 use std::net::IpAddr;
@@ -60,6 +61,8 @@ pub struct AuthConfig {
     pub scrypt: ScryptCost,
     /// Password hashes computed at once (default: one per core).
     pub hashing_concurrency: Option<usize>,
+    /// SAML2 identity sources (`[[auth.saml]]`).
+    pub saml: Vec<saml::SamlConfig>,
 }
 
 impl Default for AuthConfig {
@@ -72,6 +75,7 @@ impl Default for AuthConfig {
             session_hours: 12,
             scrypt: ScryptCost::default(),
             hashing_concurrency: None,
+            saml: Vec::new(),
         }
     }
 }
@@ -168,6 +172,9 @@ pub enum AuthError {
     /// A password that may not be set, or hashing failed.
     #[error(transparent)]
     Password(#[from] PasswordError),
+    /// A SAML2 sign-in was refused.
+    #[error(transparent)]
+    Saml(#[from] saml::SamlError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -192,6 +199,8 @@ struct Inner {
     cache: CredentialCache,
     /// The hash of the one-time setup token while no administrator exists.
     setup: Mutex<Option<String>>,
+    /// SAML2 identity sources, their pending sign-ins and consumed assertions.
+    saml: saml::SamlSources,
 }
 
 impl Auth {
@@ -225,6 +234,7 @@ impl Auth {
             std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
         });
         let hour = 60 * 60 * 1000;
+        let saml = saml::SamlSources::new(&config.saml, &issuer)?;
         Ok(Auth {
             inner: Arc::new(Inner {
                 store,
@@ -237,6 +247,7 @@ impl Auth {
                 limiter: LoginLimiter::default(),
                 cache: CredentialCache::default(),
                 setup: Mutex::new(None),
+                saml,
             }),
         })
     }
@@ -244,6 +255,11 @@ impl Auth {
     /// The store it keeps credentials in.
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// The SAML2 identity sources.
+    pub fn saml(&self) -> &saml::SamlSources {
+        &self.inner.saml
     }
 
     /// The issuer URL.

@@ -1221,7 +1221,32 @@ impl Store {
         Ok(key)
     }
 
-    /// Delete what can never be used again: codes, tokens and sessions expired before
+    /// Record that the SAML assertion `assertion_id` of identity source `source` was
+    /// consumed, to be remembered until `expires_at`; false when it was already.
+    pub async fn consume_saml_assertion(
+        &self,
+        source: &str,
+        assertion_id: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO saml_assertions (source, assertion_id, consumed_at, expires_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (source, assertion_id) DO NOTHING",
+        )
+        .bind(source)
+        .bind(assertion_id)
+        .bind(now)
+        .bind(expires_at)
+        .execute(tx.conn())
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(inserted == 1)
+    }
+
+    /// Delete what can never be used again: codes, tokens, sessions and consumed SAML assertions expired before
     /// `now` less a day (kept that long so a late replay is still recognised). Returns
     /// the rows deleted.
     pub async fn prune_sign_in(&self, now: i64) -> Result<u64> {
@@ -1232,6 +1257,7 @@ impl Store {
             "DELETE FROM auth_codes WHERE expires_at < $1",
             "DELETE FROM auth_tokens WHERE expires_at < $1",
             "DELETE FROM auth_sessions WHERE expires_at < $1",
+            "DELETE FROM saml_assertions WHERE expires_at < $1",
         ] {
             deleted += sqlx::query(sql)
                 .bind(cutoff)
