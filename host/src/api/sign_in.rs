@@ -29,7 +29,7 @@ pub(super) fn router() -> Router<ApiState> {
 
 /// Where to go after signing in: only back into an authorization request on this host
 /// (a path-absolute reference with this fixed start cannot name another origin).
-fn checked_continue(target: Option<&str>) -> Option<String> {
+pub(super) fn checked_continue(target: Option<&str>) -> Option<String> {
     let target = target?;
     let safe =
         target.starts_with("/auth/oauth/authorize?") && !target.chars().any(char::is_control);
@@ -37,12 +37,18 @@ fn checked_continue(target: Option<&str>) -> Option<String> {
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct LoginQuery {
+pub(super) struct LoginQuery {
     #[serde(rename = "continue")]
-    next: Option<String>,
+    pub(super) next: Option<String>,
 }
 
-fn login_form(csrf: &str, next: Option<&str>, notice: Option<&str>) -> String {
+/// The local sign-in form, after `single_sign_on` (the identity providers' links).
+fn login_form(
+    csrf: &str,
+    next: Option<&str>,
+    notice: Option<&str>,
+    single_sign_on: &str,
+) -> String {
     let notice = notice.map_or(String::new(), |n| {
         format!("<p role=\"alert\">{}</p>\n", escape(n))
     });
@@ -53,7 +59,7 @@ fn login_form(csrf: &str, next: Option<&str>, notice: Option<&str>) -> String {
         )
     });
     format!(
-        "{notice}<form method=\"post\" action=\"/auth/login\">{csrf}{next}\n\
+        "{notice}{single_sign_on}<form method=\"post\" action=\"/auth/login\">{csrf}{next}\n\
          <p><label>Email or username <input name=\"login\" autocomplete=\"username\" required></label></p>\n\
          <p><label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label></p>\n\
          <p><button type=\"submit\">Sign in</button></p>\n</form>"
@@ -95,7 +101,8 @@ async fn login_page(
         Err(error) => return failure(&error),
     };
     let (cookie, csrf) = form_token();
-    let body = login_form(&csrf, next.as_deref(), notice);
+    let links = super::sso_oidc::links(&state, next.as_deref());
+    let body = login_form(&csrf, next.as_deref(), notice, &links);
     pages::with_cookies(pages::page(StatusCode::OK, "Sign in", &body), [cookie])
 }
 
@@ -141,9 +148,10 @@ async fn login(
     let login = form.login.unwrap_or_default();
     let password = Zeroizing::new(form.password.unwrap_or_default());
     let now = state.auth.now();
+    let links = super::sso_oidc::links(&state, next.as_deref());
     let again = |status: StatusCode, notice: &str| {
         let (cookie, csrf) = form_token();
-        let body = login_form(&csrf, next.as_deref(), Some(notice));
+        let body = login_form(&csrf, next.as_deref(), Some(notice), &links);
         pages::with_cookies(pages::page(status, "Sign in", &body), [cookie])
     };
     match state

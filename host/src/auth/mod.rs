@@ -13,6 +13,7 @@ pub mod cache;
 pub mod external;
 pub mod limiter;
 mod oauth;
+pub mod oidc;
 pub mod password;
 pub mod secret;
 
@@ -60,6 +61,8 @@ pub struct AuthConfig {
     pub scrypt: ScryptCost,
     /// Password hashes computed at once (default: one per core).
     pub hashing_concurrency: Option<usize>,
+    /// OpenID Connect identity sources (`[[auth.oidc]]`).
+    pub oidc: Vec<oidc::OidcSourceConfig>,
 }
 
 impl Default for AuthConfig {
@@ -72,6 +75,7 @@ impl Default for AuthConfig {
             session_hours: 12,
             scrypt: ScryptCost::default(),
             hashing_concurrency: None,
+            oidc: Vec::new(),
         }
     }
 }
@@ -192,6 +196,7 @@ struct Inner {
     cache: CredentialCache,
     /// The hash of the one-time setup token while no administrator exists.
     setup: Mutex<Option<String>>,
+    oidc: oidc::OidcSources,
 }
 
 impl Auth {
@@ -225,6 +230,7 @@ impl Auth {
             std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
         });
         let hour = 60 * 60 * 1000;
+        let oidc = oidc::OidcSources::new(&config.oidc, &issuer, |name| std::env::var(name).ok())?;
         Ok(Auth {
             inner: Arc::new(Inner {
                 store,
@@ -237,6 +243,7 @@ impl Auth {
                 limiter: LoginLimiter::default(),
                 cache: CredentialCache::default(),
                 setup: Mutex::new(None),
+                oidc,
             }),
         })
     }
@@ -254,6 +261,11 @@ impl Auth {
     /// Now, by the store's clock.
     pub fn now(&self) -> i64 {
         self.inner.store.now()
+    }
+
+    /// The OpenID Connect identity sources.
+    pub fn oidc(&self) -> &oidc::OidcSources {
+        &self.inner.oidc
     }
 
     /// The password hasher (its cost and concurrency).

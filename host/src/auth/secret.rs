@@ -33,6 +33,8 @@ pub enum SecretKind {
     Setup,
     /// An anti-forgery token of a sign-in form.
     Form,
+    /// The cookie binding a single sign-on in progress to its browser.
+    SignIn,
 }
 
 impl SecretKind {
@@ -47,6 +49,7 @@ impl SecretKind {
             SecretKind::ClientSecret => "wdn_cs_",
             SecretKind::Setup => "wdn_su_",
             SecretKind::Form => "wdn_fm_",
+            SecretKind::SignIn => "wdn_si_",
         }
     }
 }
