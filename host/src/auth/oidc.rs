@@ -239,8 +239,8 @@ impl ProviderHttp {
             .trim_start_matches('[')
             .trim_end_matches(']');
         let port = authority.port_u16().unwrap_or(443);
-        let failed = |what: &str, e: &dyn std::fmt::Display| {
-            HttpError::Connection(format!("{what} {shown}: {e}"))
+        let failed = |what: &str, e: &dyn std::error::Error| {
+            HttpError::Connection(format!("{what} {shown}: {}", chain(e)))
         };
         let name = ServerName::try_from(host.to_string()).map_err(|e| failed("name of", &e))?;
         let tcp = tokio::net::TcpStream::connect((host, port))
@@ -299,7 +299,7 @@ impl<'c> AsyncHttpClient<'c> for ProviderHttp {
     }
 }
 
-/// Every claim of an ID token besides those the crate checks itself, for the mapping.
+/// The claims of an ID token that are not standard (a roles claim, say).
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(transparent)]
 struct Claims(serde_json::Map<String, Value>);
@@ -712,7 +712,13 @@ fn verified_claims(
     let claims = token
         .claims(verifier, nonce)
         .map_err(|e| OidcError::IdToken(e.to_string()))?;
-    Ok(claims.additional_claims().0.clone())
+    // The standard claims and the others, as the provider sent them, for the mapping.
+    match serde_json::to_value(claims) {
+        Ok(Value::Object(all)) => Ok(all),
+        _ => Err(OidcError::IdToken(
+            "its claims are not an object".to_string(),
+        )),
+    }
 }
 
 /// Who `claims` name, by `config`'s mapping.
@@ -724,7 +730,15 @@ fn identity(
         .get(&config.email_claim)
         .and_then(Value::as_str)
         .map(str::trim)
-        .ok_or_else(|| OidcError::Email(format!("no string claim {:?}", config.email_claim)))?;
+        .ok_or_else(|| {
+            // The claims' names (never their values) help an operator fix the mapping.
+            let names: Vec<&str> = claims.keys().map(String::as_str).take(64).collect();
+            OidcError::Email(format!(
+                "no string claim {:?} (the token has {})",
+                config.email_claim,
+                names.join(", ")
+            ))
+        })?;
     let plausible = email.len() <= 254
         && email
             .split_once('@')
