@@ -928,6 +928,41 @@ mod tests {
         assert!(error.contains("oidc[1].id"), "{error}");
     }
 
+    /// The ```toml block of `text` that follows `heading`.
+    fn toml_after(text: &str, heading: &str) -> String {
+        let rest = &text[text.find(heading).unwrap()..];
+        let start = rest.find("```toml").unwrap() + "```toml".len();
+        let block = &rest[start..];
+        let block = &block[..block.find("```").unwrap()];
+        // Indented inside a list item in the README.
+        block
+            .lines()
+            .map(str::trim_start)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn oidc_examples_of_the_readme_and_the_configuration_page_are_valid() {
+        let env = |_: &str| Some("s3cret".to_string());
+        let readme = include_str!("../../../README.md");
+        let config: crate::serve::ServeConfig =
+            toml::from_str(&toml_after(readme, "#### OpenID Connect")).unwrap();
+        let sources =
+            OidcSources::new(&config.auth.oidc, "https://warden.example:8443", env).unwrap();
+        assert_eq!(
+            sources.sources[0].redirect.as_str(),
+            "https://warden.example:8443/auth/oidc/corp/callback"
+        );
+        let page = include_str!("../../../docs/configuration.md");
+        let config: crate::serve::ServeConfig =
+            toml::from_str(&toml_after(page, "# Configuration")).unwrap();
+        let mut oidc = config.auth.oidc.clone();
+        // The page's CA file does not exist here.
+        oidc[0].ca = None;
+        OidcSources::new(&oidc, "https://warden.example:8443", env).unwrap();
+    }
+
     #[tokio::test]
     async fn oidc_callbacks_need_a_known_state_once_in_the_same_browser() {
         let env = |_: &str| Some("s3cret".to_string());
