@@ -897,7 +897,8 @@ mod tests {
             sources.sources[0].redirect.as_str(),
             "https://warden.example/auth/oidc/corp/callback"
         );
-        let cases: [(&str, fn(&mut OidcSourceConfig)); 8] = [
+        type Change = fn(&mut OidcSourceConfig);
+        let cases: [(&str, Change); 8] = [
             ("oidc[0].id", |c| c.id = "local".into()),
             ("oidc[0].id", |c| c.id = "Corp A".into()),
             ("oidc[0].issuer", |c| c.issuer = "http://idp.example".into()),
