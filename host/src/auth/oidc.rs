@@ -639,11 +639,7 @@ impl OidcSources {
         let id_token = response
             .id_token()
             .ok_or_else(|| OidcError::IdToken("the token response has none".to_string()))?;
-        let verifier = client
-            .id_token_verifier()
-            .set_allowed_algs(ALGORITHMS)
-            .require_issuer_match(true)
-            .require_audience_match(true);
+        let verifier = restricted(client.id_token_verifier());
         let claims = match verified_claims(&id_token.to_string(), &verifier, &pending.nonce) {
             Ok(claims) => claims,
             Err(error) => {
@@ -698,6 +694,16 @@ impl super::Auth {
         }
         result
     }
+}
+
+/// `verifier` accepting only [`ALGORITHMS`], and requiring `iss` and `aud` to match.
+fn restricted(
+    verifier: IdTokenVerifier<'_, CoreJsonWebKey>,
+) -> IdTokenVerifier<'_, CoreJsonWebKey> {
+    verifier
+        .set_allowed_algs(ALGORITHMS)
+        .require_issuer_match(true)
+        .require_audience_match(true)
 }
 
 /// The claims of ID token `jwt` after the crate verified its signature, `iss`, `aud`,
@@ -927,6 +933,101 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("oidc[1].id"), "{error}");
+    }
+
+    #[test]
+    fn oidc_id_tokens_are_checked_for_signature_issuer_audience_expiry_and_nonce() {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use openidconnect::core::{CoreEdDsaPrivateSigningKey, CoreHmacKey};
+        use openidconnect::{
+            Audience, EndUserEmail, IdTokenClaims, JsonWebKeyId, JsonWebKeySet, PrivateSigningKey,
+            StandardClaims, SubjectIdentifier,
+        };
+        let signing_key = || {
+            let pem = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
+                .unwrap()
+                .serialize_pem();
+            CoreEdDsaPrivateSigningKey::from_ed25519_pem(&pem, Some(JsonWebKeyId::new("k1".into())))
+                .unwrap()
+        };
+        let (key, other_key) = (signing_key(), signing_key());
+        let jwks = JsonWebKeySet::new(vec![key.as_verification_key()]);
+        let issuer = "https://idp.example";
+        let verifier = restricted(IdTokenVerifier::new_confidential_client(
+            ClientId::new("warden".into()),
+            ClientSecret::new("s3cret".into()),
+            IssuerUrl::new(issuer.into()).unwrap(),
+            jwks,
+        ));
+        let nonce = Nonce::new("nonce-1".into());
+        let now = chrono::Utc::now();
+        let claims = |iss: &str, aud: &str, lifetime_s: i64, nonce: &str| {
+            IdTokenClaims::new(
+                IssuerUrl::new(iss.into()).unwrap(),
+                vec![Audience::new(aud.into())],
+                now + chrono::Duration::seconds(lifetime_s),
+                now - chrono::Duration::seconds(600),
+                StandardClaims::new(SubjectIdentifier::new("ada".into()))
+                    .set_email(Some(EndUserEmail::new("ada@example.org".into()))),
+                Claims::default(),
+            )
+            .set_nonce(Some(Nonce::new(nonce.into())))
+        };
+        let signed = |claims, key: &CoreEdDsaPrivateSigningKey| {
+            VerifiedIdToken::new(claims, key, CoreJwsSigningAlgorithm::EdDsa, None, None)
+                .unwrap()
+                .to_string()
+        };
+        let good = signed(claims(issuer, "warden", 300, "nonce-1"), &key);
+        let verified = verified_claims(&good, &verifier, &nonce).unwrap();
+        assert_eq!(verified["email"], "ada@example.org");
+        // The payload of the good token with no signature, or an HMAC keyed with the
+        // client secret (which the provider and this host both know).
+        let payload = good.split('.').nth(1).unwrap();
+        let header = |alg: &str| URL_SAFE_NO_PAD.encode(format!("{{\"alg\":\"{alg}\"}}"));
+        let unsigned = format!("{}.{payload}.", header("none"));
+        let hmac_input = format!("{}.{payload}", header("HS256"));
+        let mac = CoreHmacKey::new("s3cret".as_bytes())
+            .sign(&CoreJwsSigningAlgorithm::HmacSha256, hmac_input.as_bytes())
+            .unwrap();
+        let hmac = format!("{hmac_input}.{}", URL_SAFE_NO_PAD.encode(mac));
+        for (what, token) in [
+            (
+                "another client",
+                signed(claims(issuer, "other-app", 300, "nonce-1"), &key),
+            ),
+            (
+                "another issuer",
+                signed(
+                    claims("https://evil.example", "warden", 300, "nonce-1"),
+                    &key,
+                ),
+            ),
+            (
+                "expired",
+                signed(claims(issuer, "warden", -300, "nonce-1"), &key),
+            ),
+            (
+                "another nonce",
+                signed(claims(issuer, "warden", 300, "nonce-2"), &key),
+            ),
+            (
+                "another key",
+                signed(claims(issuer, "warden", 300, "nonce-1"), &other_key),
+            ),
+            ("alg none", unsigned),
+            ("HS256", hmac),
+            ("garbage", "not.a.jwt".to_string()),
+        ] {
+            assert!(
+                matches!(
+                    verified_claims(&token, &verifier, &nonce),
+                    Err(OidcError::IdToken(_))
+                ),
+                "{what} was accepted"
+            );
+        }
     }
 
     /// The ```toml block of `text` that follows `heading`.
