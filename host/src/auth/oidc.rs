@@ -284,7 +284,13 @@ impl ProviderHttp {
         let body = Limited::new(body, MAX_RESPONSE_BYTES)
             .collect()
             .await
-            .map_err(|_| HttpError::TooLarge(shown.to_string()))?
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    HttpError::TooLarge(shown.to_string())
+                } else {
+                    failed("reading the response of", e.as_ref())
+                }
+            })?
             .to_bytes();
         Ok(http::Response::from_parts(parts, body.to_vec()))
     }
@@ -366,6 +372,8 @@ pub struct Callback {
     pub code: Option<String>,
     /// An error code instead of a code.
     pub error: Option<String>,
+    /// The issuer that answered (RFC 9207), when the provider says.
+    pub iss: Option<String>,
 }
 
 /// The OpenID Connect sources of this host and their sign-ins in progress.
@@ -608,6 +616,17 @@ impl OidcSources {
             browser.is_some_and(|b| secret::equal(&secret::hash(b), &pending.browser_hash));
         if !genuine {
             return Err(OidcError::WrongBrowser);
+        }
+        // A provider that names itself (RFC 9207) must be the one asked (mix-up defence,
+        // besides each source's own redirect URI).
+        if callback
+            .iss
+            .as_ref()
+            .is_some_and(|iss| *iss != source.config.issuer)
+        {
+            return Err(OidcError::Provider(
+                "the callback's iss is not the source's issuer".to_string(),
+            ));
         }
         if let Some(error) = &callback.error {
             let shown: String = error
@@ -1030,6 +1049,132 @@ mod tests {
         }
     }
 
+    /// A one-shot HTTPS server on 127.0.0.1 answering every request with `answer`; its
+    /// address, its certificate's PEM file, and the count of requests it read.
+    async fn provider_answering(
+        answer: &'static [u8],
+    ) -> (
+        String,
+        tempfile_path::Path,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let key = rcgen::KeyPair::generate().unwrap();
+        let certificate = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let pem = tempfile_path::Path::new(certificate.pem());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![certificate.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = requests.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    continue;
+                };
+                let mut buffer = vec![0u8; 4096];
+                let _ = tls.read(&mut buffer).await;
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = tls.write_all(answer).await;
+                let _ = tls.shutdown().await;
+            }
+        });
+        (address, pem, requests)
+    }
+
+    /// A temporary file removed on drop.
+    mod tempfile_path {
+        pub struct Path(std::path::PathBuf);
+        impl Path {
+            pub fn new(text: String) -> Path {
+                let path =
+                    std::env::temp_dir().join(format!("warden-oidc-ca-{}.pem", fastrand::u64(..)));
+                std::fs::write(&path, text).unwrap();
+                Path(path)
+            }
+            pub fn get(&self) -> &std::path::Path {
+                &self.0
+            }
+        }
+        impl Drop for Path {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    fn get(url: &str) -> HttpRequest {
+        http::Request::get(url).body(Vec::new()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn oidc_http_client_follows_no_redirect_and_reads_a_bounded_answer() {
+        use std::sync::atomic::Ordering;
+        let (address, ca, requests) = provider_answering(
+            b"HTTP/1.1 302 Found\r\nLocation: https://127.0.0.1:1/elsewhere\r\ncontent-length: 0\r\n\r\n",
+        )
+        .await;
+        let client = ProviderHttp::new(Some(ca.get())).unwrap();
+        let error = client
+            .call(get(&format!(
+                "https://{address}/.well-known/openid-configuration?x=1"
+            )))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, HttpError::Redirect(_, 302)), "{error}");
+        assert!(!error.to_string().contains("x=1"), "{error}");
+        assert_eq!(
+            requests.load(Ordering::SeqCst),
+            1,
+            "the redirect was followed"
+        );
+
+        let mut big = b"HTTP/1.1 200 OK\r\ncontent-length: 2000000\r\n\r\n".to_vec();
+        big.resize(big.len() + 2_000_000, b' ');
+        let (address, ca, _) = provider_answering(big.leak()).await;
+        let client = ProviderHttp::new(Some(ca.get())).unwrap();
+        let error = client
+            .call(get(&format!("https://{address}/jwks")))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, HttpError::TooLarge(_)), "{error}");
+
+        const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+        let (address, ca, _) = provider_answering(OK).await;
+        let client = ProviderHttp::new(Some(ca.get())).unwrap();
+        let response = client
+            .call(get(&format!("https://{address}/jwks")))
+            .await
+            .unwrap();
+        assert_eq!(response.body(), b"{}");
+        // Plain HTTP is never fetched; a provider certificate not trusted fails.
+        let error = client
+            .call(get(&format!("http://{address}/")))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, HttpError::NotHttps(_)), "{error}");
+        let (address, _, _) = provider_answering(OK).await;
+        let error = client
+            .call(get(&format!("https://{address}/")))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, HttpError::Connection(_)), "{error}");
+    }
+
     /// The ```toml block of `text` that follows `heading`.
     fn toml_after(text: &str, heading: &str) -> String {
         let rest = &text[text.find(heading).unwrap()..];
@@ -1089,6 +1234,7 @@ mod tests {
                 state: Some(state.to_string()),
                 error: Some("access_denied".into()),
                 code: None,
+                iss: None,
             };
             sources
                 .finish("corp", &callback, cookie, 1000)
