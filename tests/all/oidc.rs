@@ -512,6 +512,42 @@ roles = {{ "engineers" = "support" }}
     }
     // No JWT (an ID token) either.
     assert!(!output.contains("eyJ"), "a JWT is in the log");
+
+    // Every refused callback is in the audit log, with its reason and no secret.
+    let audit: Vec<(String, String)> = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let pool = sqlx::sqlite::SqlitePool::connect(&format!(
+            "sqlite://{}",
+            data_dir.join("warden.db").display()
+        ))
+        .await
+        .unwrap();
+        let rows = sqlx::query_as("SELECT action, details FROM audit_log ORDER BY seq")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        rows
+    });
+    let failures: Vec<&String> = audit
+        .iter()
+        .filter(|(action, details)| {
+            action == "user.sign_in_failed" && details.contains("\"source\":\"corp\"")
+        })
+        .map(|(_, details)| details)
+        .collect();
+    assert_eq!(failures.len(), 7, "{failures:#?}");
+    assert!(
+        failures.iter().any(|d| d.contains("invalid_grant")),
+        "{failures:#?}"
+    );
+    for (_, details) in &audit {
+        for secret in &secrets {
+            assert!(
+                !details.contains(secret.as_str()),
+                "{secret} is in the audit log"
+            );
+        }
+    }
     drop(provider);
     let _ = std::fs::remove_dir_all(root);
 }
