@@ -28,7 +28,16 @@ impl ServeProcess {
     /// Start `warden serve --data-dir DATA_DIR --listen 127.0.0.1:<free port> EXTRA…`,
     /// with the host's log at `debug`, and wait until it listens.
     pub fn start(data_dir: &Path, extra: &[&str]) -> ServeProcess {
-        let port = crate::free_port();
+        ServeProcess::start_on(data_dir, crate::free_port(), extra, &[])
+    }
+
+    /// [`ServeProcess::start`] on `port`, with environment variables `env` set.
+    pub fn start_on(
+        data_dir: &Path,
+        port: u16,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> ServeProcess {
         let mut child = Command::new(crate::warden_bin())
             .args(["serve", "--data-dir"])
             .arg(data_dir)
@@ -38,6 +47,7 @@ impl ServeProcess {
             .env_remove("WARDEN_DATABASE_URL")
             // The host's own log at its most talkative, to show what it never says.
             .env("WARDEN_LOG", "debug")
+            .envs(env.iter().copied())
             .current_dir(data_dir.parent().unwrap())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -45,7 +45,8 @@ pub struct ServeConfig {
     /// Modules.
     #[serde(default)]
     pub modules: ModulesConfig,
-    /// Sign-in: token lifetimes, the issuer URL, the password hashing cost.
+    /// Sign-in: token lifetimes, the issuer URL, the password hashing cost, identity
+    /// providers.
     #[serde(default)]
     pub auth: AuthConfig,
 }

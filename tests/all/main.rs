@@ -15,6 +15,7 @@ mod clients;
 mod control;
 mod drivers;
 mod network;
+mod oidc;
 mod openapi;
 mod runtime;
 mod saml;

@@ -6,7 +6,7 @@
 //! A request's credential is checked by [`principal`]; what each route needs is the
 //! table in [`access`]; every response carries the security headers of [`headers`]. The
 //! authorization server and the sign-in pages live beside the API under `/auth`
-//! (`oauth`, `sign_in`), with the authority document PlaceOS clients read first
+//! (`oauth`, `sign_in`, single sign-on in `sso_oidc`), with the authority document PlaceOS clients read first
 //! (`authority`). The API's OpenAPI document is generated from the handlers'
 //! annotations ([`openapi`]).
 
@@ -28,6 +28,7 @@ pub mod principal;
 pub mod server;
 mod settings;
 mod sign_in;
+mod sso_oidc;
 mod sso_saml;
 mod systems;
 pub mod tls;
@@ -92,6 +93,7 @@ pub fn app(state: ApiState) -> Router {
         .merge(oauth::router())
         .merge(sign_in::router())
         .merge(sso_saml::router())
+        .merge(sso_oidc::router())
         .with_state(state);
     Router::new()
         .merge(api)

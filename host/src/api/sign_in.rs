@@ -37,35 +37,49 @@ pub(super) fn checked_continue(target: Option<&str>) -> Option<String> {
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct LoginQuery {
+pub(super) struct LoginQuery {
     #[serde(rename = "continue")]
-    next: Option<String>,
+    pub(super) next: Option<String>,
 }
 
-/// "Sign in with NAME" links to the configured identity providers, continuing to `next`.
+/// "Sign in with NAME" links to every configured identity provider (SAML2, then OpenID
+/// Connect), each carrying `next`.
 fn sso_links(state: &ApiState, next: Option<&str>) -> String {
-    let next = next.map_or(String::new(), |n| {
+    let carried = next.map_or(String::new(), |n| {
         format!(
-            "?continue={}",
-            form_urlencoded::byte_serialize(n.as_bytes()).collect::<String>()
+            "?{}",
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair("continue", n)
+                .finish()
         )
     });
-    state
-        .auth
-        .saml()
-        .list()
+    let saml = state.auth.saml().list();
+    let saml = saml
         .iter()
-        .map(|(id, name)| {
+        .map(|(id, name)| (format!("/auth/saml/{id}/login{carried}"), name.as_str()));
+    let oidc = state
+        .auth
+        .oidc()
+        .list()
+        .map(|(id, name)| (format!("/auth/oidc/{id}/login{carried}"), name));
+    saml.chain(oidc)
+        .map(|(href, name)| {
             format!(
                 "<p><a href=\"{}\">Sign in with {}</a></p>\n",
-                escape(&format!("/auth/saml/{id}/login{next}")),
+                escape(&href),
                 escape(name)
             )
         })
         .collect()
 }
 
-fn login_form(csrf: &str, next: Option<&str>, notice: Option<&str>, sso: &str) -> String {
+/// The local sign-in form, after `single_sign_on` (the identity providers' links).
+fn login_form(
+    csrf: &str,
+    next: Option<&str>,
+    notice: Option<&str>,
+    single_sign_on: &str,
+) -> String {
     let notice = notice.map_or(String::new(), |n| {
         format!("<p role=\"alert\">{}</p>\n", escape(n))
     });
@@ -76,7 +90,7 @@ fn login_form(csrf: &str, next: Option<&str>, notice: Option<&str>, sso: &str) -
         )
     });
     format!(
-        "{notice}{sso}<form method=\"post\" action=\"/auth/login\">{csrf}{next}\n\
+        "{notice}{single_sign_on}<form method=\"post\" action=\"/auth/login\">{csrf}{next}\n\
          <p><label>Email or username <input name=\"login\" autocomplete=\"username\" required></label></p>\n\
          <p><label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label></p>\n\
          <p><button type=\"submit\">Sign in</button></p>\n</form>"
@@ -118,12 +132,8 @@ async fn login_page(
         Err(error) => return failure(&error),
     };
     let (cookie, csrf) = form_token();
-    let body = login_form(
-        &csrf,
-        next.as_deref(),
-        notice,
-        &sso_links(&state, next.as_deref()),
-    );
+    let links = sso_links(&state, next.as_deref());
+    let body = login_form(&csrf, next.as_deref(), notice, &links);
     pages::with_cookies(pages::page(StatusCode::OK, "Sign in", &body), [cookie])
 }
 
@@ -169,14 +179,10 @@ async fn login(
     let login = form.login.unwrap_or_default();
     let password = Zeroizing::new(form.password.unwrap_or_default());
     let now = state.auth.now();
+    let links = sso_links(&state, next.as_deref());
     let again = |status: StatusCode, notice: &str| {
         let (cookie, csrf) = form_token();
-        let body = login_form(
-            &csrf,
-            next.as_deref(),
-            Some(notice),
-            &sso_links(&state, next.as_deref()),
-        );
+        let body = login_form(&csrf, next.as_deref(), Some(notice), &links);
         pages::with_cookies(pages::page(status, "Sign in", &body), [cookie])
     };
     match state

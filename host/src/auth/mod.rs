@@ -13,6 +13,7 @@ pub mod cache;
 pub mod external;
 pub mod limiter;
 mod oauth;
+pub mod oidc;
 pub mod password;
 pub mod saml;
 pub mod secret;
@@ -63,6 +64,8 @@ pub struct AuthConfig {
     pub hashing_concurrency: Option<usize>,
     /// SAML2 identity sources (`[[auth.saml]]`).
     pub saml: Vec<saml::SamlConfig>,
+    /// OpenID Connect identity sources (`[[auth.oidc]]`).
+    pub oidc: Vec<oidc::OidcSourceConfig>,
 }
 
 impl Default for AuthConfig {
@@ -76,6 +79,7 @@ impl Default for AuthConfig {
             scrypt: ScryptCost::default(),
             hashing_concurrency: None,
             saml: Vec::new(),
+            oidc: Vec::new(),
         }
     }
 }
@@ -201,6 +205,7 @@ struct Inner {
     setup: Mutex<Option<String>>,
     /// SAML2 identity sources, their pending sign-ins and consumed assertions.
     saml: saml::SamlSources,
+    oidc: oidc::OidcSources,
 }
 
 impl Auth {
@@ -235,6 +240,7 @@ impl Auth {
         });
         let hour = 60 * 60 * 1000;
         let saml = saml::SamlSources::new(&config.saml, &issuer)?;
+        let oidc = oidc::OidcSources::new(&config.oidc, &issuer, |name| std::env::var(name).ok())?;
         Ok(Auth {
             inner: Arc::new(Inner {
                 store,
@@ -248,6 +254,7 @@ impl Auth {
                 cache: CredentialCache::default(),
                 setup: Mutex::new(None),
                 saml,
+                oidc,
             }),
         })
     }
@@ -270,6 +277,11 @@ impl Auth {
     /// Now, by the store's clock.
     pub fn now(&self) -> i64 {
         self.inner.store.now()
+    }
+
+    /// The OpenID Connect identity sources.
+    pub fn oidc(&self) -> &oidc::OidcSources {
+        &self.inner.oidc
     }
 
     /// The password hasher (its cost and concurrency).

@@ -35,6 +35,8 @@ pub enum SecretKind {
     Form,
     /// The cookie binding a pending SAML2 sign-in to the browser that started it.
     SamlRequest,
+    /// The cookie binding a single sign-on in progress to its browser.
+    SignIn,
 }
 
 impl SecretKind {
@@ -50,6 +52,7 @@ impl SecretKind {
             SecretKind::Setup => "wdn_su_",
             SecretKind::Form => "wdn_fm_",
             SecretKind::SamlRequest => "wdn_sr_",
+            SecretKind::SignIn => "wdn_si_",
         }
     }
 }
