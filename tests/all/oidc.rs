@@ -443,6 +443,23 @@ roles = {{ "engineers" = "support" }}
     assert_eq!(status, 502);
     assert!(!has_session_cookie(&headers));
 
+    // 6. One client cannot fill the host with sign-ins in progress: after at most 64
+    //    from its address, it is told to finish one first (429), and nothing more is kept.
+    let mut started = 0;
+    let refused = loop {
+        let (status, _, page) = browse(&ca, None, &[], &format!("{warden}/auth/oidc/corp/login"));
+        if status != 303 {
+            break (status, page);
+        }
+        started += 1;
+        assert!(
+            started <= warden::auth::pending::MAX_PER_ADDRESS,
+            "an address started more sign-ins than its share"
+        );
+    };
+    assert_eq!(refused.0, 429, "{}", refused.1);
+    assert!(refused.1.contains("Too many sign-ins"), "{}", refused.1);
+
     // The signed-in browser completes the application's authorization request.
     let (status, headers, body) = browser.get(&next);
     assert_eq!(status, 303, "{headers}{body}");

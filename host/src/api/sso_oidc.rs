@@ -27,6 +27,7 @@ pub(super) fn router() -> Router<ApiState> {
 
 async fn login(
     State(state): State<ApiState>,
+    ClientAddress(address): ClientAddress,
     Path(source): Path<String>,
     headers: HeaderMap,
     Query(query): Query<LoginQuery>,
@@ -42,7 +43,7 @@ async fn login(
     match state
         .auth
         .oidc()
-        .begin(&source, browser.as_deref(), next, now)
+        .begin(&source, browser.as_deref(), next, address, now)
         .await
     {
         Ok(started) => pages::with_cookies(
@@ -107,8 +108,8 @@ fn failure(source: &str, error: &OidcError) -> Response {
              started in another browser. Start again from the sign-in page.",
         ),
         OidcError::Busy => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Too many sign-ins are in progress; try again in a few minutes.",
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many sign-ins are in progress; finish one or try again in a few minutes.",
         ),
         OidcError::Refused(_) => (
             StatusCode::FORBIDDEN,

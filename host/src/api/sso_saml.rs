@@ -64,12 +64,13 @@ struct LoginQuery {
 
 async fn login(
     State(state): State<ApiState>,
+    ClientAddress(address): ClientAddress,
     Path(source): Path<String>,
     Query(query): Query<LoginQuery>,
 ) -> Response {
     let next = checked_continue(query.next.as_deref());
     let now = state.auth.now();
-    match state.auth.saml().begin_login(&source, next, now) {
+    match state.auth.saml().begin_login(&source, next, address, now) {
         Ok(start) => pages::with_cookies(
             see_other(&start.redirect),
             [pages::set_cookie(
@@ -80,6 +81,11 @@ async fn login(
             )],
         ),
         Err(SamlError::UnknownSource(_)) => unknown_source(),
+        Err(SamlError::Busy) => pages::error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Sign in",
+            "Too many sign-ins are in progress; finish one or try again in a few minutes.",
+        ),
         Err(error) => {
             tracing::error!(source, "SAML sign-in could not start: {error}");
             pages::error(

@@ -15,6 +15,7 @@ pub mod limiter;
 mod oauth;
 pub mod oidc;
 pub mod password;
+pub mod pending;
 pub mod saml;
 pub mod secret;
 

@@ -18,12 +18,13 @@
 //! never follows a redirect, gives up after [`REQUEST_TIMEOUT`] and reads at most
 //! [`MAX_RESPONSE_BYTES`]. Nothing here logs or returns a token, a code or the secret.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,14 +44,13 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::pending::PendingSignIns;
 use super::secret::{self, Secret, SecretKind};
 use super::{AuthError, LOCAL_SOURCE};
 use crate::store::ROLES;
 
 /// How long a started sign-in may take to come back, ms.
 pub const PENDING_TTL_MS: i64 = 10 * 60 * 1000;
-/// Most sign-ins in progress at once (across sources); more are refused until some end.
-pub const MAX_PENDING: usize = 10_000;
 /// Time allowed for one request to the provider, connection included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest response read from the provider.
@@ -348,7 +348,6 @@ struct Pending {
     nonce: Nonce,
     verifier: PkceCodeVerifier,
     next: Option<String>,
-    expires_at: i64,
 }
 
 /// A started sign-in: where to send the browser, and the cookie that binds it.
@@ -380,7 +379,7 @@ pub struct Callback {
 #[derive(Debug, Default)]
 pub struct OidcSources {
     sources: Vec<Source>,
-    pending: Mutex<HashMap<String, Pending>>,
+    pending: PendingSignIns<Pending>,
 }
 
 impl OidcSources {
@@ -494,7 +493,7 @@ impl OidcSources {
         }
         Ok(OidcSources {
             sources,
-            pending: Mutex::new(HashMap::new()),
+            pending: PendingSignIns::default(),
         })
     }
 
@@ -517,10 +516,6 @@ impl OidcSources {
             .ok_or_else(|| OidcError::UnknownSource(id.chars().take(64).collect()))
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// The provider's metadata and keys, fetched when missing or older than
     /// [`METADATA_TTL_MS`].
     async fn metadata(&self, source: &Source, now: i64) -> Result<CoreProviderMetadata, OidcError> {
@@ -538,12 +533,14 @@ impl OidcSources {
     }
 
     /// Start a sign-in through source `id` in the browser holding `browser` (the
-    /// [`BROWSER_COOKIE`], if any), to continue at `next` afterwards.
+    /// [`BROWSER_COOKIE`], if any), asked for from `address`, to continue at `next`
+    /// afterwards.
     pub async fn begin(
         &self,
         id: &str,
         browser: Option<&str>,
         next: Option<String>,
+        address: Option<IpAddr>,
         now: i64,
     ) -> Result<Started, OidcError> {
         let source = self.source(id)?;
@@ -571,22 +568,21 @@ impl OidcSources {
             .map(Secret::from_text)
             .filter(|b| b.is(SecretKind::SignIn))
             .unwrap_or_else(|| Secret::generate(SecretKind::SignIn));
-        let mut pending = self.pending();
-        pending.retain(|_, p| p.expires_at > now);
-        if pending.len() >= MAX_PENDING {
-            return Err(OidcError::Busy);
-        }
-        pending.insert(
-            secret::hash(state.secret()),
-            Pending {
-                source: id.to_string(),
-                browser_hash: browser.hash(),
-                nonce,
-                verifier,
-                next,
-                expires_at: now + PENDING_TTL_MS,
-            },
-        );
+        self.pending
+            .insert(
+                secret::hash(state.secret()),
+                Pending {
+                    source: id.to_string(),
+                    browser_hash: browser.hash(),
+                    nonce,
+                    verifier,
+                    next,
+                },
+                address,
+                now + PENDING_TTL_MS,
+                now,
+            )
+            .map_err(|_| OidcError::Busy)?;
         Ok(Started {
             location: url.to_string(),
             browser,
@@ -606,10 +602,10 @@ impl OidcSources {
         let state = callback.state.as_deref().ok_or(OidcError::UnknownState)?;
         // Taken out whatever happens next: a state works once.
         let pending = self
-            .pending()
-            .remove(&secret::hash(state))
+            .pending
+            .take(&secret::hash(state), now)
             .ok_or(OidcError::UnknownState)?;
-        if pending.expires_at <= now || pending.source != id {
+        if pending.source != id {
             return Err(OidcError::UnknownState);
         }
         let genuine =
@@ -1217,17 +1213,22 @@ mod tests {
         // A pending sign-in as `begin` leaves it (without the network).
         let browser = Secret::generate(SecretKind::SignIn);
         let add = |state: &str, expires_at: i64| {
-            sources.pending().insert(
-                secret::hash(state),
-                Pending {
-                    source: "corp".into(),
-                    browser_hash: browser.hash(),
-                    nonce: Nonce::new("n".into()),
-                    verifier: PkceCodeVerifier::new("v".repeat(43)),
-                    next: None,
+            sources
+                .pending
+                .insert(
+                    secret::hash(state),
+                    Pending {
+                        source: "corp".into(),
+                        browser_hash: browser.hash(),
+                        nonce: Nonce::new("n".into()),
+                        verifier: PkceCodeVerifier::new("v".repeat(43)),
+                        next: None,
+                    },
+                    None,
                     expires_at,
-                },
-            );
+                    0,
+                )
+                .unwrap();
         };
         async fn refused(sources: &OidcSources, state: &str, cookie: Option<&str>) -> OidcError {
             let callback = Callback {

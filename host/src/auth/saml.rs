@@ -29,11 +29,11 @@
 //! Nothing here logs an assertion, a response or an attribute value: refusals are logged
 //! and audited with samael's reason, which names only metadata (issuer, URLs, times).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -48,14 +48,13 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::external::ExternalIdentity;
+use super::pending::PendingSignIns;
 use super::secret::{self, Secret, SecretKind};
 use super::{Auth, AuthError, LOCAL_SOURCE};
 use crate::store::{Actor, NewAuditEntry, ROLES, SessionRecord};
 
 /// How long a started sign-in waits for the identity provider's answer, ms.
 pub const PENDING_TTL_MS: i64 = 10 * 60 * 1000;
-/// The most sign-ins waiting for an answer at once on one host.
-const MAX_PENDING: usize = 100_000;
 /// The SAML assertion namespace.
 const SAML_ASSERTION_NS: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
 /// The most clock skew a source may allow, seconds.
@@ -201,7 +200,6 @@ struct Pending {
     source: String,
     request_id: String,
     next: Option<String>,
-    expires_at: i64,
 }
 
 /// The configured SAML identity sources and the sign-ins waiting for an answer.
@@ -209,7 +207,7 @@ struct Pending {
 pub struct SamlSources {
     sources: Vec<Arc<Source>>,
     /// Pending sign-ins by the hash of their browser cookie.
-    pending: Mutex<HashMap<String, Pending>>,
+    pending: PendingSignIns<Pending>,
 }
 
 /// A started sign-in: the cookie that binds it to the browser and where to send the
@@ -400,11 +398,13 @@ impl SamlSources {
         ))
     }
 
-    /// Start a sign-in through source `id` that continues to `next` afterwards.
+    /// Start a sign-in through source `id`, asked for from `address`, that continues to
+    /// `next` afterwards.
     pub fn begin_login(
         &self,
         id: &str,
         next: Option<String>,
+        address: Option<IpAddr>,
         now: i64,
     ) -> Result<LoginStart, SamlError> {
         let source = self.source(id)?;
@@ -420,25 +420,19 @@ impl SamlSources {
             .map_err(|e| SamlError::Request(e.to_string()))?
             .ok_or_else(|| SamlError::Request("no destination".to_string()))?;
         let cookie = Secret::generate(SecretKind::SamlRequest);
-        let mut pending = self
-            .pending
-            .lock()
-            .map_err(|_| SamlError::Request("lock poisoned".to_string()))?;
-        if pending.len() >= MAX_PENDING {
-            pending.retain(|_, p| p.expires_at > now);
-            if pending.len() >= MAX_PENDING {
-                return Err(SamlError::Busy);
-            }
-        }
-        pending.insert(
-            cookie.hash(),
-            Pending {
-                source: source.id.clone(),
-                request_id,
-                next,
-                expires_at: now + PENDING_TTL_MS,
-            },
-        );
+        self.pending
+            .insert(
+                cookie.hash(),
+                Pending {
+                    source: source.id.clone(),
+                    request_id,
+                    next,
+                },
+                address,
+                now + PENDING_TTL_MS,
+                now,
+            )
+            .map_err(|_| SamlError::Busy)?;
         Ok(LoginStart {
             cookie,
             redirect: redirect.to_string(),
@@ -451,9 +445,8 @@ impl SamlSources {
         if !cookie.is(SecretKind::SamlRequest) {
             return None;
         }
-        let mut pending = self.pending.lock().ok()?;
-        let taken = pending.remove(&cookie.hash())?;
-        (taken.source == source && taken.expires_at > now).then_some(taken)
+        let taken = self.pending.take(&cookie.hash(), now)?;
+        (taken.source == source).then_some(taken)
     }
 
     /// Verify `saml_response` (the base64 form field) posted to source `id`'s ACS by the
