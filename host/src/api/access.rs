@@ -2,7 +2,8 @@
 //!
 //! [`RULES`] names every route by method and path (axum's syntax, relative to
 //! [`super::BASE`]) with the least the caller must hold. `enforce` runs after routing,
-//! looks the matched route up and refuses: no rule → 403 and an error in the log (a route
+//! looks the matched route up and refuses: a method the path has no rule for → 405 with
+//! `Allow` when the path has rules for others, else 403 and an error in the log (a route
 //! someone forgot to declare is closed, not open); no principal → 401; too low a role →
 //! 403; a read-only credential (the `read` scope) on anything but `GET` → 403. Finer
 //! checks stay in the handlers that need the request's content: a settings level, a

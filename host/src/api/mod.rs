@@ -6,9 +6,9 @@
 //! A request's credential is checked by [`principal`]; what each route needs is the
 //! table in [`access`]; every response carries the security headers of [`headers`]. The
 //! authorization server and the sign-in pages live beside the API under `/auth`
-//! (`oauth`, `sign_in`, single sign-on in `sso_oidc`), with the authority document PlaceOS clients read first
-//! (`authority`). The API's OpenAPI document is generated from the handlers'
-//! annotations ([`openapi`]).
+//! (`oauth`, `sign_in`, single sign-on in `sso_saml` and `sso_oidc`), with the authority
+//! document PlaceOS clients read first (`authority`). The API's OpenAPI document is
+//! generated from the handlers' annotations ([`openapi`]).
 
 pub mod access;
 mod api_keys;
