@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 use super::extract::{Json, Query};
 use super::list::{ListParams, page};
 use super::{ApiError, ApiState, Principal};
+use crate::search::Kind;
 use crate::settings::ParentKind;
 use crate::store::{Approval, DriverRecord};
 
@@ -131,6 +132,7 @@ async fn remove(
         .store()
         .delete_driver(&caller.actor(), &id)
         .await?;
+    state.control.reindex(Kind::Driver, &id).await;
     Ok(StatusCode::ACCEPTED)
 }
 

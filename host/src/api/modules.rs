@@ -13,6 +13,7 @@ use super::extract::{Json, Query};
 use super::list::{ListParams, page};
 use super::{ApiError, ApiState, Principal};
 use crate::runtime::ExecOptions;
+use crate::search::Kind;
 use crate::settings::Audience;
 use crate::store::{
     HistoryReport, ModuleFilter, ModulePatch, ModuleRecord, NewAuditEntry, NewModule,
@@ -97,6 +98,7 @@ async fn create(
         .store()
         .create_module(&caller.actor(), &new)
         .await?;
+    state.control.reindex(Kind::Module, &module.id).await;
     if module.running {
         state.control.refresh_module(&module.id).await?;
     }
@@ -140,6 +142,7 @@ async fn update(
         .store()
         .update_module(&caller.actor(), &id, &patch)
         .await?;
+    state.control.reindex(Kind::Module, &id).await;
     state.control.refresh_module(&id).await?;
     Ok(axum::Json(module))
 }
@@ -163,6 +166,7 @@ async fn remove(
         .store()
         .delete_module(&caller.actor(), &id)
         .await?;
+    state.control.reindex(Kind::Module, &id).await;
     state.control.refresh_module(&id).await?;
     for system in systems {
         state.control.refresh_system(&system).await?;

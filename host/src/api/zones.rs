@@ -10,6 +10,7 @@ use utoipa_axum::routes;
 use super::extract::{Json, Query};
 use super::list::{ListParams, page};
 use super::{ApiError, ApiState, Principal};
+use crate::search::Kind;
 use crate::store::{NewZone, Zone, ZonePatch};
 
 pub(super) fn router() -> OpenApiRouter<ApiState> {
@@ -68,6 +69,7 @@ async fn create(
         .store()
         .create_zone(&caller.actor(), &new)
         .await?;
+    state.control.reindex(Kind::Zone, &zone.id).await;
     Ok((StatusCode::CREATED, axum::Json(zone)).into_response())
 }
 
@@ -108,6 +110,7 @@ async fn update(
         .store()
         .update_zone(&caller.actor(), &id, &patch)
         .await?;
+    state.control.reindex(Kind::Zone, &id).await;
     Ok(axum::Json(zone))
 }
 
@@ -131,6 +134,7 @@ async fn remove(
         .store()
         .delete_zone(&caller.actor(), &id)
         .await?;
+    state.control.reindex(Kind::Zone, &id).await;
     for system in systems {
         state.control.refresh_system(&system).await?;
     }
