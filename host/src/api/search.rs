@@ -35,7 +35,7 @@ struct SearchParams {
     /// At most this many (default 20; more than 1,000 returns 1,000).
     #[param(value_type = Option<i64>, minimum = 0)]
     limit: Option<String>,
-    /// After skipping this many.
+    /// After skipping this many (matches past the 10,000th are counted, not returned).
     #[param(value_type = Option<i64>, minimum = 0)]
     offset: Option<String>,
 }
@@ -64,9 +64,13 @@ async fn search(
 ) -> Result<Response, ApiError> {
     let number = |field: &str, text: &Option<String>, default: usize| match text {
         None => Ok(default),
+        // As the document says: an i64, 0 or more.
         Some(text) => text
-            .parse::<usize>()
-            .map_err(|_| ApiError::invalid(field, "must be a whole number, 0 or more")),
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+            .ok_or_else(|| ApiError::invalid(field, "must be a whole number, 0 or more")),
     };
     let limit = number("limit", &params.limit, 20)?.min(ListQuery::MAX_LIMIT as usize);
     let offset = number("offset", &params.offset, 0)?;

@@ -34,6 +34,10 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// The file beside the index that holds [`SCHEMA_VERSION`].
 const VERSION_FILE: &str = "warden-schema-version";
 
+/// Results past this many (offset + limit) are not returned, only counted: ranking keeps
+/// that many in memory.
+pub const MAX_WINDOW: usize = 10_000;
+
 /// The writer's memory budget (tantivy's minimum is 15 MB).
 const WRITER_MEMORY: usize = 20_000_000;
 
@@ -129,7 +133,7 @@ pub struct SearchQuery {
     pub tag: Option<String>,
     /// At most this many.
     pub limit: usize,
-    /// After skipping this many.
+    /// After skipping this many (results past [`MAX_WINDOW`] are only counted).
     pub offset: usize,
 }
 
@@ -400,7 +404,13 @@ impl Search {
     pub fn search(&self, query: &SearchQuery) -> Result<Results, SearchError> {
         let (built, words) = self.build_query(query)?;
         let searcher = self.reader.searcher();
-        let limit = query.limit.max(1);
+        // Ranking keeps offset + limit results in memory: pages end at MAX_WINDOW.
+        let limit = query.limit.min(MAX_WINDOW.saturating_sub(query.offset));
+        let mut hits = Vec::new();
+        if limit == 0 {
+            let total = searcher.search(&built, &Count)?;
+            return Ok(Results { hits, total });
+        }
         let (top, total) = searcher.search(
             &built,
             &(
@@ -410,10 +420,6 @@ impl Search {
                 Count,
             ),
         )?;
-        let mut hits = Vec::new();
-        if query.limit == 0 {
-            return Ok(Results { hits, total });
-        }
         for (score, address) in top {
             let doc: TantivyDocument = searcher.doc(address)?;
             let text = |field: Field| -> Vec<String> {
