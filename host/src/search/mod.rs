@@ -203,7 +203,8 @@ fn schema() -> (Schema, Fields) {
 pub struct Search {
     index: Index,
     fields: Fields,
-    writer: Mutex<IndexWriter>,
+    /// Taken only when the index is dropped (to wait for merges).
+    writer: Mutex<Option<IndexWriter>>,
     reader: IndexReader,
     stale: AtomicBool,
     path: Option<PathBuf>,
@@ -215,6 +216,23 @@ impl std::fmt::Debug for Search {
             .field("path", &self.path)
             .field("stale", &self.stale())
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Search {
+    /// Wait for merges in flight, so that nothing writes to the directory after the index
+    /// is gone.
+    fn drop(&mut self) {
+        let writer = self
+            .writer
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(writer) = writer
+            && let Err(error) = writer.wait_merging_threads()
+        {
+            tracing::warn!("search index: merges did not finish: {error}");
+        }
     }
 }
 
@@ -234,6 +252,10 @@ impl Search {
         if version.as_deref().map(str::trim) == Some(SCHEMA_VERSION.to_string().as_str()) {
             match Search::open_existing(dir, fields) {
                 Ok(search) => return Ok(search),
+                // Another process (or another index in this one) is using it: leave it.
+                Err(SearchError::Index(error @ tantivy::TantivyError::LockFailure(..))) => {
+                    return Err(SearchError::Index(error));
+                }
                 Err(error) => {
                     tracing::warn!(dir = %dir.display(), "search index unusable, rebuilding: {error}")
                 }
@@ -291,7 +313,7 @@ impl Search {
         Ok(Search {
             index,
             fields,
-            writer: Mutex::new(writer),
+            writer: Mutex::new(Some(writer)),
             reader,
             stale: AtomicBool::new(stale),
             path,
@@ -373,14 +395,19 @@ impl Search {
         &self,
         change: impl FnOnce(&mut IndexWriter, &Search) -> Result<(), SearchError>,
     ) -> Result<(), SearchError> {
-        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let result = change(&mut writer, self).and_then(|()| Ok(writer.commit().map(|_| ())?));
+        let mut guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(writer) = guard.as_mut() else {
+            return Err(SearchError::Index(tantivy::TantivyError::InternalError(
+                "the index is closing".to_string(),
+            )));
+        };
+        let result = change(writer, self).and_then(|()| Ok(writer.commit().map(|_| ())?));
         if let Err(error) = result {
             // Drop what this change half did; the caller marks the index stale.
             let _ = writer.rollback();
             return Err(error);
         }
-        drop(writer);
+        drop(guard);
         self.reader.reload()?;
         Ok(())
     }
