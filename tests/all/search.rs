@@ -140,6 +140,10 @@ impl Host {
     }
 }
 
+fn one(id: &str) -> Vec<String> {
+    vec![id.to_string()]
+}
+
 fn temp_dir() -> PathBuf {
     std::env::temp_dir().join(format!("warden-search-test-{}", fastrand::u64(..)))
 }
@@ -204,16 +208,16 @@ async fn search_ranks_matches_typos_and_filters(db: TestDb) {
         [b.boardroom.clone(), b.huddle.clone()]
     );
     // Prefixes, one and two typos, phrases.
-    assert_eq!(host.find("q=headq", false).await, [b.hq.clone()]);
-    assert_eq!(host.find("q=hedquarters", false).await, [b.hq.clone()]);
-    assert_eq!(host.find("q=haedquartrs", false).await, [b.hq.clone()]);
+    assert_eq!(host.find("q=headq", false).await, one(&b.hq));
+    assert_eq!(host.find("q=hedquarters", false).await, one(&b.hq));
+    assert_eq!(host.find("q=haedquartrs", false).await, one(&b.hq));
     assert_eq!(
         host.find("q=%22meeting+room%22", false).await,
-        [b.boardroom.clone()]
+        one(&b.boardroom)
     );
     assert!(host.find("q=%22room+meeting%22", false).await.is_empty());
     // A module is found by its custom name and its driver's name.
-    assert_eq!(host.find("q=projector", false).await, [b.module.clone()]);
+    assert_eq!(host.find("q=projector", false).await, one(&b.module));
     assert!(
         host.find("q=echo&types=driver", false)
             .await
@@ -227,7 +231,7 @@ async fn search_ranks_matches_typos_and_filters(db: TestDb) {
     let mut expected = vec![b.hq.clone(), b.boardroom.clone(), b.module.clone()];
     expected.sort();
     assert_eq!(in_hq, expected);
-    assert_eq!(host.find("tag=leased", false).await, [b.annex.clone()]);
+    assert_eq!(host.find("tag=leased", false).await, one(&b.annex));
     // Highlights are escaped HTML with the matched words in <b>.
     let key = host.admin_key.clone();
     let (_, _, body) = host.call(&key, Method::GET, "/search?q=meet", None).await;
@@ -252,7 +256,7 @@ async fn search_ranks_matches_typos_and_filters(db: TestDb) {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(host.find("q=focus", false).await, [b.huddle.clone()]);
+    assert_eq!(host.find("q=focus", false).await, one(&b.huddle));
     let (status, _, _) = host
         .call(&key, Method::DELETE, &format!("/zones/{}", b.annex), None)
         .await;
@@ -271,7 +275,7 @@ async fn search_shows_each_role_only_what_it_may_see(db: TestDb) {
     let dir = temp_dir();
     let mut host = Host::open(&store, &dir, None).await;
     let b = building(&mut host).await;
-    assert_eq!(host.find("q=projector", false).await, [b.module.clone()]);
+    assert_eq!(host.find("q=projector", false).await, one(&b.module));
     assert!(host.find("q=projector", true).await.is_empty());
     assert!(host.find("types=driver,module", true).await.is_empty());
     let mut seen = host.find("limit=100", true).await;
@@ -355,7 +359,7 @@ async fn search_rebuilds_a_deleted_index(db: TestDb) {
         host.find("q=boardroom&types=system", false).await,
         [b.boardroom.clone(), b.huddle.clone()]
     );
-    assert_eq!(host.find("q=projector", false).await, [b.module.clone()]);
+    assert_eq!(host.find("q=projector", false).await, one(&b.module));
     drop(host);
     // A damaged index is rebuilt too.
     std::fs::write(dir.join("meta.json"), "{ damaged").unwrap();
