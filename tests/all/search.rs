@@ -262,6 +262,19 @@ async fn search_ranks_matches_typos_and_filters(db: TestDb) {
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert!(host.find("q=annex", false).await.is_empty());
+    // The list endpoints' `q` is the same search, by type.
+    let (status, headers, body) = host
+        .call(&key, Method::GET, "/systems?q=bordroom", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(headers["x-total-count"], "2");
+    assert_eq!(body[0]["id"], b.boardroom.as_str());
+    let (_, _, body) = host
+        .call(&key, Method::GET, "/modules?q=projektor", None)
+        .await;
+    assert_eq!(body[0]["id"], b.module.as_str());
+    let (_, _, body) = host.call(&key, Method::GET, "/zones?q=headq", None).await;
+    assert_eq!(body[0]["id"], b.hq.as_str());
     // A bad type is the caller's error.
     let (status, _, _) = host
         .call(&key, Method::GET, "/search?types=users", None)
@@ -352,6 +365,7 @@ async fn search_rebuilds_a_deleted_index(db: TestDb) {
     let mut host = Host::open(&store, &dir, None).await;
     let b = building(&mut host).await;
     let keys = (host.admin_key.clone(), host.user_key.clone());
+    host.control.close_search().await;
     drop(host);
     std::fs::remove_dir_all(&dir).unwrap();
     let mut host = Host::open(&store, &dir, Some(keys.clone())).await;
@@ -360,6 +374,7 @@ async fn search_rebuilds_a_deleted_index(db: TestDb) {
         [b.boardroom.clone(), b.huddle.clone()]
     );
     assert_eq!(host.find("q=projector", false).await, one(&b.module));
+    host.control.close_search().await;
     drop(host);
     // A damaged index is rebuilt too.
     std::fs::write(dir.join("meta.json"), "{ damaged").unwrap();

@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{Json, Query};
-use super::list::{ListParams, page};
+use super::list::{ListParams, page, searched};
 use super::{ApiError, ApiState, Principal};
 use crate::runtime::ExecOptions;
 use crate::search::Kind;
@@ -65,11 +65,22 @@ async fn list(
         Some("false") => Some(false),
         Some(_) => return Err(ApiError::invalid("running", "must be true or false")),
     };
+    let query = params.list.query()?;
+    if params.driver_id.is_none() && params.system_id.is_none() && running.is_none() {
+        let store = state.control.store();
+        if let Some(found) = searched(&state, Kind::Module, &query, None, |id| async move {
+            store.module(&id).await
+        })
+        .await?
+        {
+            return Ok(page(found));
+        }
+    }
     let modules = state
         .control
         .store()
         .list_modules(
-            &params.list.query()?,
+            &query,
             &ModuleFilter {
                 driver_id: params.driver_id,
                 system_id: params.system_id,

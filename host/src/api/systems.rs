@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{Json, Query};
-use super::list::{ListParams, page};
+use super::list::{ListParams, page, searched};
 use super::{ApiError, ApiState, Principal};
 use crate::search::Kind;
 use crate::store::{NewSystem, System, SystemPatch};
@@ -152,10 +152,21 @@ async fn list(
     _caller: Principal,
     Query(params): Query<SystemListParams>,
 ) -> Result<Response, ApiError> {
-    let systems = state
-        .control
-        .store()
-        .list_systems(&params.list.query()?, params.zone_id.as_deref())
+    let query = params.list.query()?;
+    let store = state.control.store();
+    if let Some(found) = searched(
+        &state,
+        Kind::System,
+        &query,
+        params.zone_id.clone(),
+        |id| async move { store.system(&id).await },
+    )
+    .await?
+    {
+        return Ok(page(found));
+    }
+    let systems = store
+        .list_systems(&query, params.zone_id.as_deref())
         .await?;
     Ok(page(systems))
 }

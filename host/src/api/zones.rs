@@ -8,7 +8,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{Json, Query};
-use super::list::{ListParams, page};
+use super::list::{ListParams, page, searched};
 use super::{ApiError, ApiState, Principal};
 use crate::search::Kind;
 use crate::store::{NewZone, Zone, ZonePatch};
@@ -43,10 +43,21 @@ async fn list(
     _caller: Principal,
     Query(params): Query<ZoneListParams>,
 ) -> Result<Response, ApiError> {
+    let query = params.list.query()?;
+    if params.parent_id.is_none() {
+        let store = state.control.store();
+        if let Some(found) = searched(&state, Kind::Zone, &query, None, |id| async move {
+            store.zone(&id).await
+        })
+        .await?
+        {
+            return Ok(page(found));
+        }
+    }
     let zones = state
         .control
         .store()
-        .list_zones(&params.list.query()?, params.parent_id.as_deref())
+        .list_zones(&query, params.parent_id.as_deref())
         .await?;
     Ok(page(zones))
 }

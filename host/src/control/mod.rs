@@ -531,6 +531,7 @@ impl Control {
         if let Some(writer) = writer {
             let _ = writer.await;
         }
+        self.close_search().await;
         // Let the recorder write the transitions the stops caused.
         tokio::time::sleep(history::FLUSH_WAIT).await;
         for task in self

@@ -176,6 +176,21 @@ impl Control {
         }
     }
 
+    /// Close the index for writing (at shutdown): waits for a rebuild or an update in
+    /// flight, then for the index's merges, and releases its directory.
+    pub async fn close_search(&self) {
+        let Some(search) = self.inner.search.clone() else {
+            return;
+        };
+        let _guard = self.inner.index_lock.lock().await;
+        let _ = tokio::task::spawn_blocking(move || search.close()).await;
+    }
+
+    /// Whether the index answers for the whole store (it exists and is not being rebuilt).
+    pub fn search_ready(&self) -> bool {
+        self.inner.search.as_ref().is_some_and(|s| !s.stale())
+    }
+
     /// Bring the index up to date with the store after the record `id` of `kind` changed
     /// (or was deleted). Never fails: a failure is logged and starts a rebuild. A system's
     /// modules are updated with it (they are filed under its zones).
@@ -207,7 +222,7 @@ impl Control {
             }
         }
         drop(_guard);
-        if search.stale() {
+        if search.stale() && search.writable() {
             let control = self.clone();
             tokio::spawn(async move { control.ensure_search().await });
         }

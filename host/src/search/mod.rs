@@ -223,16 +223,7 @@ impl Drop for Search {
     /// Wait for merges in flight, so that nothing writes to the directory after the index
     /// is gone.
     fn drop(&mut self) {
-        let writer = self
-            .writer
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(writer) = writer
-            && let Err(error) = writer.wait_merging_threads()
-        {
-            tracing::warn!("search index: merges did not finish: {error}");
-        }
+        self.close();
     }
 }
 
@@ -318,6 +309,25 @@ impl Search {
             stale: AtomicBool::new(stale),
             path,
         })
+    }
+
+    /// Stop writing: wait for merges in flight and release the directory's writer lock.
+    /// Searches still work; writes fail from now on.
+    pub fn close(&self) {
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(writer) = writer
+            && let Err(error) = writer.wait_merging_threads()
+        {
+            tracing::warn!("search index: merges did not finish: {error}");
+        }
+    }
+
+    /// Whether it still takes writes (not [`closed`](Search::close)).
+    pub fn writable(&self) -> bool {
+        self.writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
     }
 
     /// Whether the index may lack items the store has: it was just created, or a write to
