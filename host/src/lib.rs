@@ -19,6 +19,7 @@ pub mod control;
 pub mod crypto;
 pub mod data_dir;
 pub mod runtime;
+pub mod search;
 pub mod serve;
 pub mod settings;
 pub mod slug;

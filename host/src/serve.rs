@@ -153,7 +153,20 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         tracing::warn!("danger_allow_unapproved: modules of unapproved drivers will start");
         eprintln!("warden: WARNING: modules of drivers no reviewer approved will start");
     }
-    let control = Control::new(store.clone(), runtime, control_config);
+    // The search index: rebuilt from the store in the background when it is missing,
+    // damaged or of an older schema (searches meanwhile return what is indexed so far).
+    let search_dir = data_dir.root().join("search");
+    let search = match crate::search::Search::open(&search_dir) {
+        Ok(search) => Some(search),
+        Err(error) => {
+            tracing::error!(
+                "search index in {} unusable, keeping one in memory: {error}",
+                search_dir.display()
+            );
+            crate::search::Search::in_memory().ok()
+        }
+    };
+    let control = Control::with_search(store.clone(), runtime, control_config, search);
     let failures = control.start_running().await?;
     println!(
         "warden: {} modules running, {} could not start",

@@ -183,6 +183,15 @@ fn a_deployer_session_from_upload_to_watched_status() {
     let found = host.json(&["systems", "list", "--q", "room 30", "--limit", "5"]);
     assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
     assert_eq!(found[0]["id"], system_id.as_str());
+    // Search: a typo, a type filter; the zone is found by its name.
+    let found = host.json(&["search", "rom 301", "--types", "system"]);
+    assert_eq!(found[0]["id"], system_id.as_str(), "{found}");
+    assert_eq!(
+        found[0]["highlights"]["name"], "<b>Room</b> <b>301</b>",
+        "{found}"
+    );
+    let found = host.json(&["search", "level", "--types", "zone,system"]);
+    assert_eq!(found[0]["id"], zone_id.as_str(), "{found}");
     assert_eq!(
         host.json(&["systems", "show", &system_id])["name"],
         "Room 301"

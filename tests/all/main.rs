@@ -20,6 +20,7 @@ mod openapi;
 mod runtime;
 mod saml;
 mod sandbox;
+mod search;
 mod serve;
 mod sign_in;
 mod store;

@@ -1318,6 +1318,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("GET", "/systems/{id}/{module_slug}", "user"),
     ("POST", "/systems/{id}/{module_slug}/{method}", "user"),
     ("GET", "/systems/control", "user"),
+    ("GET", "/search", "user"),
     ("GET", "/drivers", "support"),
     ("GET", "/drivers/{id}", "support"),
     ("POST", "/drivers", "admin"),

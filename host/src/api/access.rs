@@ -84,6 +84,8 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/systems/{id}/{module_slug}", Need::User),
     rule("POST", "/systems/{id}/{module_slug}/{method}", Need::User),
     rule("GET", "/systems/control", Need::User),
+    // Search: the handler leaves out drivers and modules below support.
+    rule("GET", "/search", Need::User),
     // The back office: drivers, modules and settings.
     rule("GET", "/drivers", Need::Support),
     rule("GET", "/drivers/{id}", Need::Support),

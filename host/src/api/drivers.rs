@@ -12,8 +12,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{Json, Query};
-use super::list::{ListParams, page};
+use super::list::{ListParams, page, searched};
 use super::{ApiError, ApiState, Principal};
+use crate::search::Kind;
 use crate::settings::ParentKind;
 use crate::store::{Approval, DriverRecord};
 
@@ -41,9 +42,16 @@ async fn list(
     _caller: Principal,
     Query(params): Query<ListParams>,
 ) -> Result<Response, ApiError> {
-    Ok(page(
-        state.control.store().list_drivers(&params.query()?).await?,
-    ))
+    let query = params.query()?;
+    let store = state.control.store();
+    if let Some(found) = searched(&state, Kind::Driver, &query, None, |id| async move {
+        store.driver(&id).await
+    })
+    .await?
+    {
+        return Ok(page(found));
+    }
+    Ok(page(store.list_drivers(&query).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -131,6 +139,7 @@ async fn remove(
         .store()
         .delete_driver(&caller.actor(), &id)
         .await?;
+    state.control.reindex(Kind::Driver, &id).await;
     Ok(StatusCode::ACCEPTED)
 }
 

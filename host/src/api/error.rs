@@ -221,7 +221,7 @@ impl From<ControlError> for ApiError {
                 "module_not_startable",
                 error.to_string(),
             ),
-            ControlError::Load { .. } => ApiError::internal(&error),
+            ControlError::Load { .. } | ControlError::Search(_) => ApiError::internal(&error),
         }
     }
 }

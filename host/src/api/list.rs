@@ -10,8 +10,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::ApiError;
-use crate::store::{ListQuery, Page};
+use super::{ApiError, ApiState};
+use crate::search::{Kind, SearchQuery};
+use crate::store::{ListQuery, Page, StoreError};
 
 /// The list parameters every list endpoint takes. Numbers arrive as text and are parsed
 /// here, so that a bad one is an error naming it (and so that a resource's own filters
@@ -19,7 +20,9 @@ use crate::store::{ListQuery, Page};
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct ListParams {
-    /// Only records whose name contains this, ignoring case.
+    /// Zones, systems, modules, drivers: a search (words as prefixes allowing a typo or
+    /// two, `"phrases"`; best match first). Other lists: records whose name contains
+    /// this, ignoring case.
     pub q: Option<String>,
     /// At most this many (default 100; more than 1,000 returns 1,000).
     #[param(value_type = Option<i64>, minimum = 0)]
@@ -45,6 +48,56 @@ impl ListParams {
             offset: number("offset", &self.offset, 0)?,
         })
     }
+}
+
+/// With a `q`, the page of `kind` records the search index finds for it (best first,
+/// prefixes and typos as `/search`), each loaded from the store; `zone` narrows it to
+/// items filed under a zone. `None` when there is no `q` or the index is still being
+/// rebuilt: the store's name substring match answers then.
+pub(super) async fn searched<T, F, Fut>(
+    state: &ApiState,
+    kind: Kind,
+    query: &ListQuery,
+    zone: Option<String>,
+    load: F,
+) -> Result<Option<Page<T>>, ApiError>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let Some(text) = query.q.clone() else {
+        return Ok(None);
+    };
+    if !state.control.search_ready() {
+        return Ok(None);
+    }
+    let (limit, offset) = query.bounds();
+    let search = SearchQuery {
+        text,
+        kinds: vec![kind],
+        zone,
+        tag: None,
+        limit: usize::try_from(limit).unwrap_or(0),
+        offset: usize::try_from(offset).unwrap_or(usize::MAX),
+    };
+    let control = state.control.clone();
+    let results = tokio::task::spawn_blocking(move || control.search(&search))
+        .await
+        .map_err(|error| ApiError::internal(&error))?
+        .map_err(|error| ApiError::internal(&error))?;
+    let mut items = Vec::with_capacity(results.hits.len());
+    for hit in results.hits {
+        match load(hit.id).await {
+            Ok(item) => items.push(item),
+            // Deleted since it was found.
+            Err(StoreError::NotFound { .. }) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(Some(Page {
+        items,
+        total: i64::try_from(results.total).unwrap_or(i64::MAX),
+    }))
 }
 
 /// A page as the response: the items, and the total in `X-Total-Count`.

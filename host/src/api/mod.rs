@@ -25,6 +25,7 @@ mod oauth_apps;
 pub mod openapi;
 mod pages;
 pub mod principal;
+mod search;
 pub mod server;
 mod settings;
 mod sign_in;
@@ -72,7 +73,8 @@ fn routes() -> OpenApiRouter<ApiState> {
         .merge(settings::router())
         .merge(users::router())
         .merge(api_keys::router())
-        .merge(oauth_apps::router());
+        .merge(oauth_apps::router())
+        .merge(search::router());
     OpenApiRouter::new().nest(BASE, api)
 }
 

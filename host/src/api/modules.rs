@@ -10,9 +10,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{Json, Query};
-use super::list::{ListParams, page};
+use super::list::{ListParams, page, searched};
 use super::{ApiError, ApiState, Principal};
 use crate::runtime::ExecOptions;
+use crate::search::Kind;
 use crate::settings::Audience;
 use crate::store::{
     HistoryReport, ModuleFilter, ModulePatch, ModuleRecord, NewAuditEntry, NewModule,
@@ -64,11 +65,22 @@ async fn list(
         Some("false") => Some(false),
         Some(_) => return Err(ApiError::invalid("running", "must be true or false")),
     };
+    let query = params.list.query()?;
+    if params.driver_id.is_none() && params.system_id.is_none() && running.is_none() {
+        let store = state.control.store();
+        if let Some(found) = searched(&state, Kind::Module, &query, None, |id| async move {
+            store.module(&id).await
+        })
+        .await?
+        {
+            return Ok(page(found));
+        }
+    }
     let modules = state
         .control
         .store()
         .list_modules(
-            &params.list.query()?,
+            &query,
             &ModuleFilter {
                 driver_id: params.driver_id,
                 system_id: params.system_id,
@@ -97,6 +109,7 @@ async fn create(
         .store()
         .create_module(&caller.actor(), &new)
         .await?;
+    state.control.reindex(Kind::Module, &module.id).await;
     if module.running {
         state.control.refresh_module(&module.id).await?;
     }
@@ -140,6 +153,7 @@ async fn update(
         .store()
         .update_module(&caller.actor(), &id, &patch)
         .await?;
+    state.control.reindex(Kind::Module, &id).await;
     state.control.refresh_module(&id).await?;
     Ok(axum::Json(module))
 }
@@ -163,6 +177,7 @@ async fn remove(
         .store()
         .delete_module(&caller.actor(), &id)
         .await?;
+    state.control.reindex(Kind::Module, &id).await;
     state.control.refresh_module(&id).await?;
     for system in systems {
         state.control.refresh_system(&system).await?;

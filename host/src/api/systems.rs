@@ -10,8 +10,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{Json, Query};
-use super::list::{ListParams, page};
+use super::list::{ListParams, page, searched};
 use super::{ApiError, ApiState, Principal};
+use crate::search::Kind;
 use crate::store::{NewSystem, System, SystemPatch};
 
 pub(super) fn router() -> OpenApiRouter<ApiState> {
@@ -151,10 +152,21 @@ async fn list(
     _caller: Principal,
     Query(params): Query<SystemListParams>,
 ) -> Result<Response, ApiError> {
-    let systems = state
-        .control
-        .store()
-        .list_systems(&params.list.query()?, params.zone_id.as_deref())
+    let query = params.list.query()?;
+    let store = state.control.store();
+    if let Some(found) = searched(
+        &state,
+        Kind::System,
+        &query,
+        params.zone_id.clone(),
+        |id| async move { store.system(&id).await },
+    )
+    .await?
+    {
+        return Ok(page(found));
+    }
+    let systems = store
+        .list_systems(&query, params.zone_id.as_deref())
         .await?;
     Ok(page(systems))
 }
@@ -178,6 +190,7 @@ async fn create(
         .store()
         .create_system(&caller.actor(), &new)
         .await?;
+    reindex(&state, &system.id, &homes).await;
     refresh(&state, &system, homes).await?;
     Ok((StatusCode::CREATED, axum::Json(system)).into_response())
 }
@@ -221,6 +234,7 @@ async fn update(
         .store()
         .update_system(&caller.actor(), &id, &patch)
         .await?;
+    reindex(&state, &system.id, &homes).await;
     refresh(&state, &system, homes).await?;
     Ok(axum::Json(system))
 }
@@ -244,6 +258,9 @@ async fn remove(
         .store()
         .delete_system(&caller.actor(), &id)
         .await?;
+    let homes: Vec<(String, Option<String>)> =
+        system.modules.iter().map(|m| (m.clone(), None)).collect();
+    reindex(&state, &id, &homes).await;
     state.control.refresh_system(&id).await?;
     for module in &system.modules {
         state.control.refresh_module(module).await?;
@@ -270,6 +287,7 @@ async fn add_module(
         .store()
         .add_system_module(&caller.actor(), &id, &module)
         .await?;
+    reindex(&state, &system.id, &homes).await;
     refresh(&state, &system, homes).await?;
     Ok(axum::Json(system))
 }
@@ -293,8 +311,18 @@ async fn remove_module(
         .store()
         .remove_system_module(&caller.actor(), &id, &module)
         .await?;
+    reindex(&state, &system.id, &homes).await;
     refresh(&state, &system, homes).await?;
     Ok(axum::Json(system))
+}
+
+/// Update the search index for the system `id` (and its modules), and for the modules
+/// in `homes` (whose home system may have changed).
+async fn reindex(state: &ApiState, id: &str, homes: &[(String, Option<String>)]) {
+    state.control.reindex(Kind::System, id).await;
+    for (module, _) in homes {
+        state.control.reindex(Kind::Module, module).await;
+    }
 }
 
 /// The home system of each of `modules` that exists.

@@ -8,8 +8,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{Json, Query};
-use super::list::{ListParams, page};
+use super::list::{ListParams, page, searched};
 use super::{ApiError, ApiState, Principal};
+use crate::search::Kind;
 use crate::store::{NewZone, Zone, ZonePatch};
 
 pub(super) fn router() -> OpenApiRouter<ApiState> {
@@ -42,10 +43,21 @@ async fn list(
     _caller: Principal,
     Query(params): Query<ZoneListParams>,
 ) -> Result<Response, ApiError> {
+    let query = params.list.query()?;
+    if params.parent_id.is_none() {
+        let store = state.control.store();
+        if let Some(found) = searched(&state, Kind::Zone, &query, None, |id| async move {
+            store.zone(&id).await
+        })
+        .await?
+        {
+            return Ok(page(found));
+        }
+    }
     let zones = state
         .control
         .store()
-        .list_zones(&params.list.query()?, params.parent_id.as_deref())
+        .list_zones(&query, params.parent_id.as_deref())
         .await?;
     Ok(page(zones))
 }
@@ -68,6 +80,7 @@ async fn create(
         .store()
         .create_zone(&caller.actor(), &new)
         .await?;
+    state.control.reindex(Kind::Zone, &zone.id).await;
     Ok((StatusCode::CREATED, axum::Json(zone)).into_response())
 }
 
@@ -108,6 +121,7 @@ async fn update(
         .store()
         .update_zone(&caller.actor(), &id, &patch)
         .await?;
+    state.control.reindex(Kind::Zone, &id).await;
     Ok(axum::Json(zone))
 }
 
@@ -131,6 +145,7 @@ async fn remove(
         .store()
         .delete_zone(&caller.actor(), &id)
         .await?;
+    state.control.reindex(Kind::Zone, &id).await;
     for system in systems {
         state.control.refresh_system(&system).await?;
     }

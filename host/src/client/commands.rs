@@ -30,6 +30,33 @@ pub enum Command {
     Exec(SystemExecArgs),
     /// Print a module's status value, then each change, one JSON line each.
     Watch(WatchArgs),
+    /// Search zones, systems, modules and drivers (prefixes, typos and `"phrases"`),
+    /// best match first.
+    Search(SearchArgs),
+}
+
+/// `warden search QUERY`.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Words and `"quoted phrases"`; every one must match.
+    query: String,
+    /// Only these types, comma-separated: zone, system, module, driver.
+    #[arg(long)]
+    types: Option<String>,
+    /// Only items filed under this zone.
+    #[arg(long)]
+    zone: Option<String>,
+    /// Only zones with this tag.
+    #[arg(long)]
+    tag: Option<String>,
+    /// At most this many (default 20).
+    #[arg(long)]
+    limit: Option<u32>,
+    /// After skipping this many.
+    #[arg(long)]
+    offset: Option<u32>,
+    #[command(flatten)]
+    connection: ConnectionArgs,
 }
 
 /// `?q=&limit=&offset=`.
@@ -283,6 +310,18 @@ pub async fn run(command: Command) -> Result<(), ClientError> {
         Command::Zones(command) => zones(command),
         Command::Drivers(command) => drivers(command)?,
         Command::Modules(command) => modules(command)?,
+        Command::Search(args) => {
+            let pairs = vec![
+                ("q", Some(args.query)),
+                ("types", args.types),
+                ("zone", args.zone),
+                ("tag", args.tag),
+                ("limit", args.limit.map(|n| n.to_string())),
+                ("offset", args.offset.map(|n| n.to_string())),
+            ];
+            let path = format!("/search{}", query(pairs));
+            (args.connection, Call::One(Method::GET, path, None))
+        }
         Command::Exec(args) => {
             let body = call_args(&args.args)?;
             let path = format!(

@@ -10,6 +10,7 @@
 
 mod exec_audit;
 mod history;
+mod search;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,7 @@ use crate::runtime::{
     Driver, ExecError, ExecOptions, LoadError, ModuleConfig, ModuleHandle, ModuleLimits, Runtime,
     StartError, offer,
 };
+use crate::search::{Search, SearchError};
 use crate::settings::{Audience, Level, ParentKind};
 use crate::store::{
     Actor, Approval, DEFAULT_HISTORY_RETENTION, DriverRecord, ListQuery, ModuleFilter, ModulePatch,
@@ -108,6 +110,9 @@ pub enum ControlError {
     /// The exec failed: the driver's error or the host's (see [`ExecError`]).
     #[error(transparent)]
     Exec(#[from] ExecError),
+    /// The search index failed.
+    #[error(transparent)]
+    Search(#[from] SearchError),
 }
 
 /// The control layer. Cheap to clone.
@@ -129,6 +134,11 @@ struct Inner {
     /// The exec audit queue (taken at shutdown to close it) and its writer.
     exec_audit: Mutex<Option<tokio::sync::mpsc::Sender<exec_audit::Item>>>,
     exec_audit_writer: Mutex<Option<JoinHandle<()>>>,
+    /// The search index (none if even an in-memory one could not be made).
+    search: Option<Arc<Search>>,
+    /// Held by every index update from its read of the store to its commit, and by a
+    /// rebuild throughout (see [`search`]).
+    index_lock: tokio::sync::Mutex<()>,
 }
 
 impl Drop for Inner {
@@ -145,14 +155,30 @@ impl Drop for Inner {
 }
 
 impl Control {
-    /// The control layer over `store` and `runtime`. Starts the history recorder and the
-    /// pruning timer; call [`Control::start_running`] to start the stored modules.
+    /// The control layer over `store` and `runtime`, with a search index in memory that is
+    /// built from the store in the background. Starts the history recorder and the pruning
+    /// timer; call [`Control::start_running`] to start the stored modules.
     pub fn new(store: Store, runtime: Runtime, config: ControlConfig) -> Control {
+        let search = Search::in_memory()
+            .map_err(|error| tracing::error!("no search index: {error}"))
+            .ok();
+        Control::with_search(store, runtime, config, search)
+    }
+
+    /// The control layer with the search index `search` (for example one on disk from
+    /// [`Search::open`]); a stale index is rebuilt from the store in the background
+    /// ([`Control::ensure_search`] waits for that).
+    pub fn with_search(
+        store: Store,
+        runtime: Runtime,
+        config: ControlConfig,
+        search: Option<Search>,
+    ) -> Control {
         let recorder = history::spawn_recorder(store.clone(), runtime.clone());
         let (exec_queue, exec_writer) = exec_audit::spawn_writer(store.clone());
         let pruner =
             history::spawn_pruner(store.clone(), config.history_retention, config.prune_every);
-        Control {
+        let control = Control {
             inner: Arc::new(Inner {
                 store,
                 runtime,
@@ -162,8 +188,13 @@ impl Control {
                 tasks: Mutex::new(vec![recorder, pruner]),
                 exec_audit: Mutex::new(Some(exec_queue)),
                 exec_audit_writer: Mutex::new(Some(exec_writer)),
+                search: search.map(Arc::new),
+                index_lock: tokio::sync::Mutex::new(()),
             }),
-        }
+        };
+        let rebuild = control.clone();
+        tokio::spawn(async move { rebuild.ensure_search().await });
+        control
     }
 
     /// The store.
@@ -204,7 +235,7 @@ impl Control {
         }
         let metadata = serde_json::to_value(&inspection.metadata)
             .map_err(|error| ControlError::Invalid(format!("driver metadata: {error}")))?;
-        Ok(self
+        let driver = self
             .inner
             .store
             .create_driver(
@@ -217,7 +248,9 @@ impl Control {
                     source_commit,
                 },
             )
-            .await?)
+            .await?;
+        self.reindex(crate::search::Kind::Driver, &driver.id).await;
+        Ok(driver)
     }
 
     /// Define every stored system in the runtime and start every module stored as
@@ -498,6 +531,7 @@ impl Control {
         if let Some(writer) = writer {
             let _ = writer.await;
         }
+        self.close_search().await;
         // Let the recorder write the transitions the stops caused.
         tokio::time::sleep(history::FLUSH_WAIT).await;
         for task in self
