@@ -11,6 +11,7 @@
 //! caused it still succeeds (the store is the truth).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::{Control, ControlError};
 use crate::search::{Item, Kind, Results, SearchError, SearchQuery};
@@ -207,8 +208,14 @@ impl Control {
         }
         for (kind, id) in targets {
             let result = match current_item(&self.inner.store, kind, &id).await {
-                Ok(Some(item)) => search.upsert(&item),
-                Ok(None) => search.delete(&id),
+                Ok(Some(item)) => {
+                    let search = Arc::clone(&search);
+                    off_the_workers(move || search.upsert(&item)).await
+                }
+                Ok(None) => {
+                    let (search, id) = (Arc::clone(&search), id.clone());
+                    off_the_workers(move || search.delete(&id)).await
+                }
                 Err(error) => {
                     tracing::warn!(%id, "search index not updated: reading the store: {error}");
                     search.mark_stale();
@@ -253,4 +260,14 @@ impl Control {
         tracing::info!(count, elapsed = ?started.elapsed(), "search index rebuilt");
         Ok(())
     }
+}
+
+/// Run an index write (a commit: disk writes and an fsync) on the blocking pool, so that
+/// it does not hold up one of the async workers that serve every request.
+async fn off_the_workers(
+    write: impl FnOnce() -> Result<(), SearchError> + Send + 'static,
+) -> Result<(), SearchError> {
+    tokio::task::spawn_blocking(write)
+        .await
+        .unwrap_or_else(|error| Err(SearchError::Task(error.to_string())))
 }

@@ -55,6 +55,9 @@ pub enum SearchError {
         /// Why.
         error: std::io::Error,
     },
+    /// The blocking task that wrote the index did not finish.
+    #[error("search index write task: {0}")]
+    Task(String),
 }
 
 /// What an indexed item is.
