@@ -10,13 +10,14 @@
 //! The first sign-in creates the user; each later one refreshes their names, and their
 //! roles when the source maps roles. Deactivated users stay out.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use serde_json::json;
 
 use super::secret::Secret;
-use super::{Auth, AuthError};
-use crate::store::{Actor, NewAuditEntry, NewUser, SessionRecord, User, UserPatch};
+use super::{Auth, AuthError, LOCAL_SOURCE};
+use crate::store::{Actor, NewAuditEntry, NewUser, ROLES, SessionRecord, User, UserPatch};
 
 /// Who an identity provider says signed in, after its answer was verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +34,54 @@ pub struct ExternalIdentity {
     /// Roles mapped from the provider's attributes or claims; `None` when the source
     /// maps none (the user keeps the roles an administrator gave them, `user` at first).
     pub roles: Option<Vec<String>>,
+}
+
+/// Why an identity source's `id` cannot be used, if it cannot: it is 1 to 64 lower-case
+/// letters, digits, `-` and `_`, and not `local`. (Uniqueness among the sources of one
+/// protocol is the caller's check.)
+pub fn source_id_problem(id: &str) -> Option<String> {
+    let well_formed = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    (!well_formed || id == LOCAL_SOURCE).then(|| {
+        format!(
+            "{id:?} must be 1 to 64 lower-case letters, digits, '-' or '_', and not \
+             {LOCAL_SOURCE:?}"
+        )
+    })
+}
+
+/// Why a source's role mapping (provider value → Warden role) cannot be used, if it
+/// cannot: a value mapped to something that is not a Warden role.
+pub fn role_map_problem(map: &BTreeMap<String, String>) -> Option<String> {
+    map.iter()
+        .find(|(_, role)| !ROLES.contains(&role.as_str()))
+        .map(|(value, role)| {
+            format!(
+                "{value:?} maps to {role:?}, which is not one of {}",
+                ROLES.join(", ")
+            )
+        })
+}
+
+/// The Warden roles that a provider's `values` give through `map`, sorted and once each;
+/// `user` when none maps.
+pub fn mapped_roles<'a>(
+    values: impl IntoIterator<Item = &'a str>,
+    map: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut roles: Vec<String> = values
+        .into_iter()
+        .filter_map(|value| map.get(value).cloned())
+        .collect();
+    roles.sort();
+    roles.dedup();
+    if roles.is_empty() {
+        roles.push("user".to_string());
+    }
+    roles
 }
 
 impl Auth {

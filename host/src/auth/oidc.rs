@@ -44,10 +44,10 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::AuthError;
+use super::external::{mapped_roles, role_map_problem, source_id_problem};
 use super::pending::PendingSignIns;
 use super::secret::{self, Secret, SecretKind};
-use super::{AuthError, LOCAL_SOURCE};
-use crate::store::ROLES;
 
 /// How long a started sign-in may take to come back, ms.
 pub const PENDING_TTL_MS: i64 = 10 * 60 * 1000;
@@ -396,19 +396,11 @@ impl OidcSources {
                 AuthError::Config(format!("oidc[{index}].{key}: {message}"))
             };
             let id = &config.id;
-            let id_ok = !id.is_empty()
-                && id.len() <= 64
-                && id
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-            if !id_ok {
-                return Err(bad(
-                    "id",
-                    format!("{id:?} must be 1 to 64 of a-z, 0-9, - and _"),
-                ));
+            if let Some(problem) = source_id_problem(id) {
+                return Err(bad("id", problem));
             }
-            if id == LOCAL_SOURCE || sources.iter().any(|s| s.config.id == *id) {
-                return Err(bad("id", format!("{id:?} is taken")));
+            if sources.iter().any(|s| s.config.id == *id) {
+                return Err(bad("id", format!("{id:?} is used twice")));
             }
             if config.name.trim().is_empty() {
                 return Err(bad("name", "must not be empty".to_string()));
@@ -469,15 +461,8 @@ impl OidcSources {
                 }
                 _ => {}
             }
-            if let Some((_, role)) = config
-                .roles
-                .iter()
-                .find(|(_, r)| !ROLES.contains(&r.as_str()))
-            {
-                return Err(bad(
-                    "roles",
-                    format!("{role:?} is not one of {}", ROLES.join(", ")),
-                ));
+            if let Some(problem) = role_map_problem(&config.roles) {
+                return Err(bad("roles", problem));
             }
             let http = ProviderHttp::new(config.ca.as_deref()).map_err(|e| bad("ca", e))?;
             let redirect = RedirectUrl::new(format!("{base}/auth/oidc/{id}/callback"))
@@ -792,16 +777,7 @@ fn identity(
             Some(Value::Array(many)) => many.iter().filter_map(Value::as_str).collect(),
             _ => Vec::new(),
         };
-        let mut roles: Vec<String> = values
-            .iter()
-            .filter_map(|v| config.roles.get(*v).cloned())
-            .collect();
-        roles.sort();
-        roles.dedup();
-        if roles.is_empty() {
-            roles.push("user".to_string());
-        }
-        roles
+        mapped_roles(values, &config.roles)
     });
     Ok(super::external::ExternalIdentity {
         source: config.id.clone(),

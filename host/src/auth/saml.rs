@@ -47,11 +47,11 @@ use samael::service_provider::ServiceProvider;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::external::ExternalIdentity;
+use super::external::{ExternalIdentity, mapped_roles, role_map_problem, source_id_problem};
 use super::pending::PendingSignIns;
 use super::secret::{self, Secret, SecretKind};
-use super::{Auth, AuthError, LOCAL_SOURCE};
-use crate::store::{Actor, NewAuditEntry, ROLES, SessionRecord};
+use super::{Auth, AuthError};
+use crate::store::{Actor, NewAuditEntry, SessionRecord};
 
 /// How long a started sign-in waits for the identity provider's answer, ms.
 pub const PENDING_TTL_MS: i64 = 10 * 60 * 1000;
@@ -250,20 +250,8 @@ impl SamlSources {
         let mut sources: Vec<Arc<Source>> = Vec::new();
         for (index, config) in configs.iter().enumerate() {
             let id = &config.id;
-            let valid_id = !id.is_empty()
-                && id.len() <= 64
-                && id
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-            if !valid_id || id == LOCAL_SOURCE {
-                return Err(config_error(
-                    index,
-                    "id",
-                    format!(
-                        "{id:?} must be 1 to 64 lower-case letters, digits, '-' or '_', and not \
-                         {LOCAL_SOURCE:?}"
-                    ),
-                ));
+            if let Some(problem) = source_id_problem(id) {
+                return Err(config_error(index, "id", problem));
             }
             if sources.iter().any(|s| s.id == *id) {
                 return Err(config_error(index, "id", format!("{id:?} is used twice")));
@@ -278,14 +266,8 @@ impl SamlSources {
                     format!("at most {MAX_CLOCK_SKEW_SECONDS}"),
                 ));
             }
-            for (value, role) in &config.roles {
-                if !ROLES.contains(&role.as_str()) {
-                    return Err(config_error(
-                        index,
-                        "roles",
-                        format!("{value:?} maps to {role:?}, which is not one of {ROLES:?}"),
-                    ));
-                }
+            if let Some(problem) = role_map_problem(&config.roles) {
+                return Err(config_error(index, "roles", problem));
             }
             if config.email_attributes.is_empty() {
                 return Err(config_error(index, "email_attributes", "must not be empty"));
@@ -626,16 +608,8 @@ fn identity(source: &Source, assertion: &Assertion) -> Result<ExternalIdentity, 
         .ok_or_else(|| SamlError::Refused("the assertion names no email address".to_string()))?;
     let first = |names: &[String]| attribute_values(assertion, names).into_iter().next();
     let roles = (!config.roles.is_empty()).then(|| {
-        let mut roles: Vec<String> = attribute_values(assertion, &config.role_attributes)
-            .iter()
-            .filter_map(|value| config.roles.get(value).cloned())
-            .collect();
-        roles.sort();
-        roles.dedup();
-        if roles.is_empty() {
-            roles.push("user".to_string());
-        }
-        roles
+        let values = attribute_values(assertion, &config.role_attributes);
+        mapped_roles(values.iter().map(String::as_str), &config.roles)
     });
     Ok(ExternalIdentity {
         source: source.id.clone(),
