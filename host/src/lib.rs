@@ -18,6 +18,7 @@ pub mod component;
 pub mod control;
 pub mod crypto;
 pub mod data_dir;
+pub mod html;
 pub mod runtime;
 pub mod search;
 pub mod serve;

@@ -17,21 +17,7 @@ pub const SESSION_COOKIE: &str = "warden_session";
 /// The anti-forgery cookie of the forms.
 pub const FORM_COOKIE: &str = "warden_form";
 
-/// `text` safe inside HTML text and attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use crate::html::escape;
 
 /// A whole page around `body` (already HTML).
 pub fn page(status: StatusCode, title: &str, body: &str) -> Response {

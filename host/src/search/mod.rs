@@ -27,6 +27,8 @@ use tantivy::schema::{
 };
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Term};
 
+use crate::html::escape;
+
 /// The version of the index's schema and of what goes into it. Raise it whenever either
 /// changes: an index of another version is rebuilt at start.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -692,21 +694,6 @@ fn word_matches(word: &str, query: &str) -> bool {
         previous = current;
     }
     best <= allowed
-}
-
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
