@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use warden_tests::browser::{browse, header};
 use warden_tests::serve_process::{ServeProcess, admin_api_key, scratch};
 
 const CLIENT_SECRET: &str = "provider-client-secret-7f3a9c";
@@ -83,44 +84,6 @@ fn start_provider(port: u16, cert: &Path, key: &Path, redirect_uri: &str) -> Pro
         }
     };
     Provider { child, issuer }
-}
-
-/// curl as a browser with cookie jar `jar` (or none), trusting `ca`, following no
-/// redirect: the status, the headers and the body.
-fn browse(ca: &Path, jar: Option<&Path>, args: &[&str], url: &str) -> (u16, String, String) {
-    let mut command = Command::new("curl");
-    command
-        .args(["--silent", "--show-error", "--cacert"])
-        .arg(ca);
-    if let Some(jar) = jar {
-        command
-            .arg("--cookie-jar")
-            .arg(jar)
-            .arg("--cookie")
-            .arg(jar);
-    }
-    let output = command
-        .args(["--dump-header", "-", "--write-out", "\n%{http_code}"])
-        .args(args)
-        .arg(url)
-        .output()
-        .expect("curl (scripts/setup installs it)");
-    let text = String::from_utf8_lossy(&output.stdout).to_string();
-    let (rest, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    let (headers, body) = rest.split_once("\r\n\r\n").unwrap_or((rest, ""));
-    (
-        code.trim().parse().unwrap_or(0),
-        headers.to_string(),
-        body.to_string(),
-    )
-}
-
-fn header(headers: &str, name: &str) -> Option<String> {
-    headers.lines().find_map(|line| {
-        let (key, value) = line.split_once(':')?;
-        key.eq_ignore_ascii_case(name)
-            .then(|| value.trim().to_string())
-    })
 }
 
 fn set_cookies(headers: &str) -> Vec<String> {

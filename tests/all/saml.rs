@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use warden_tests::browser::{browse, header};
 use warden_tests::serve_process::{ServeProcess, admin_api_key, scratch};
 
 use crate::store::TestDb;
@@ -168,38 +169,8 @@ impl Browser {
     }
 
     fn go(&self, args: &[&str], url: &str) -> (u16, String, String) {
-        let output = Command::new("curl")
-            .args(["--silent", "--show-error", "--cacert"])
-            .arg(&self.ca)
-            .arg("--cookie-jar")
-            .arg(&self.jar)
-            .arg("--cookie")
-            .arg(&self.jar)
-            .args(["--dump-header", "-", "--write-out", "\n%{http_code}"])
-            .args(args)
-            .arg(url)
-            .output()
-            .expect("curl (scripts/setup installs it)");
-        let text = String::from_utf8_lossy(&output.stdout).to_string();
-        let (rest, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        // With -L several header blocks precede the body: keep the last.
-        let mut headers = String::new();
-        let mut body = rest;
-        while body.starts_with("HTTP/") {
-            let (h, b) = body.split_once("\r\n\r\n").unwrap_or((body, ""));
-            headers = h.to_string();
-            body = b;
-        }
-        (code.trim().parse().unwrap_or(0), headers, body.to_string())
+        browse(&self.ca, Some(&self.jar), args, url)
     }
-}
-
-fn header(headers: &str, name: &str) -> Option<String> {
-    headers.lines().find_map(|line| {
-        let (key, value) = line.split_once(':')?;
-        key.eq_ignore_ascii_case(name)
-            .then(|| value.trim().to_string())
-    })
 }
 
 fn html_unescape(text: &str) -> String {

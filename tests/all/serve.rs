@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use std::time::Duration;
+use warden_tests::browser;
 use warden_tests::serve_process::{ServeProcess, scratch};
 
 /// Whether `openssl s_client` with `args` completes a handshake.
@@ -255,37 +256,16 @@ fn browse(
     args: &[&str],
     path: &str,
 ) -> (u16, String, String) {
-    let output = Command::new("curl")
-        .args(["--silent", "--show-error", "--cacert"])
-        .arg(ca)
-        .arg("--cookie-jar")
-        .arg(jar)
-        .arg("--cookie")
-        .arg(jar)
-        .args(["--dump-header", "-", "--write-out", "\n%{http_code}"])
-        .args(args)
-        .arg(format!("https://127.0.0.1:{}{path}", server.port))
-        .output()
-        .expect("curl (scripts/setup installs it)");
-    let text = String::from_utf8_lossy(&output.stdout).to_string();
-    let (rest, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    let (headers, body) = rest.split_once("\r\n\r\n").unwrap_or((rest, ""));
-    (
-        code.trim().parse().unwrap_or(0),
-        headers.to_string(),
-        body.to_string(),
+    browser::browse(
+        ca,
+        Some(jar),
+        args,
+        &format!("https://127.0.0.1:{}{path}", server.port),
     )
 }
 
 fn header_value(headers: &str, name: &str) -> String {
-    headers
-        .lines()
-        .find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.eq_ignore_ascii_case(name)
-                .then(|| value.trim().to_string())
-        })
-        .unwrap_or_else(|| panic!("no {name} in {headers}"))
+    browser::header(headers, name).unwrap_or_else(|| panic!("no {name} in {headers}"))
 }
 
 fn csrf_of(page: &str) -> String {
