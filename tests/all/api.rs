@@ -41,24 +41,8 @@ impl Api {
     }
 
     async fn call(&mut self, method: Method, path: &str, body: Option<Value>) -> Reply {
-        let mut request = Request::builder().method(method).uri(path);
-        let body = match body {
-            Some(body) => {
-                request = request.header("content-type", "application/json");
-                Body::from(body.to_string())
-            }
-            None => Body::empty(),
-        };
-        let response = self.router.call(request.body(body).unwrap()).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
-        };
+        let request = Request::builder().method(method).uri(path);
+        let (status, headers, body) = support::call_json(&mut self.router, request, body).await;
         Reply {
             status,
             headers,

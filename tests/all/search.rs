@@ -4,11 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tower_service::Service;
 use warden::api::{ApiState, app};
 use warden::control::{Control, ControlConfig};
 use warden::search::Search;
@@ -90,27 +87,11 @@ impl Host {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, axum::http::HeaderMap, Value) {
-        let mut request = Request::builder()
+        let request = Request::builder()
             .method(method)
             .uri(format!("/api/engine/v2{path}"))
             .header("x-api-key", key);
-        let body = match body {
-            Some(body) => {
-                request = request.header("content-type", "application/json");
-                Body::from(body.to_string())
-            }
-            None => Body::empty(),
-        };
-        let response = self.router.call(request.body(body).unwrap()).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap()
-        };
-        (status, headers, body)
+        support::call_json(&mut self.router, request, body).await
     }
 
     async fn create(&mut self, path: &str, body: Value) -> String {

@@ -211,3 +211,32 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// Send `request` with a JSON `body` (if any) to the whole API service in process: the
+/// status, the headers and the JSON answer (`null` when the body is empty).
+pub async fn call_json(
+    router: &mut axum::Router,
+    mut request: axum::http::request::Builder,
+    body: Option<Value>,
+) -> (axum::http::StatusCode, axum::http::HeaderMap, Value) {
+    use http_body_util::BodyExt;
+    use tower_service::Service;
+    let body = match body {
+        Some(body) => {
+            request = request.header("content-type", "application/json");
+            axum::body::Body::from(body.to_string())
+        }
+        None => axum::body::Body::empty(),
+    };
+    let response = router.call(request.body(body).unwrap()).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
+    };
+    (status, headers, body)
+}
