@@ -207,7 +207,72 @@ pub fn result_json<T: Serialize + ?Sized>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| Error::Failed(format!("result is not JSON: {e}")))
 }
 
-/// Export a driver type: its metadata section and the WIT `driver` interface.
+/// Whether `commit` may be embedded as a driver's source commit: empty (a developer's
+/// build) or a full git object id, 40 (SHA-1) or 64 (SHA-256) lower-case hex digits.
+/// Anything else is refused when the driver compiles, so a builder cannot slip text into
+/// the provenance that a reviewer would misread as a commit.
+pub const fn is_source_commit(commit: &str) -> bool {
+    let mut rest = commit.as_bytes();
+    if !matches!(rest.len(), 0 | 40 | 64) {
+        return false;
+    }
+    while let [byte, tail @ ..] = rest {
+        if !matches!(byte, b'0'..=b'9' | b'a'..=b'f') {
+            return false;
+        }
+        rest = tail;
+    }
+    true
+}
+
+/// The commit a builder passed in `WARDEN_SOURCE_COMMIT`, or `""`; compiling fails when it
+/// is not a full commit id.
+pub const fn source_commit(from_env: Option<&'static str>) -> &'static str {
+    let commit = match from_env {
+        Some(commit) => commit,
+        None => "",
+    };
+    assert!(
+        is_source_commit(commit),
+        "WARDEN_SOURCE_COMMIT must be empty or a full commit id (40 or 64 lower-case hex digits)"
+    );
+    commit
+}
+
+/// The provenance document of the crate this expands in, as a constant
+/// [`Node`](crate::schema::Node): `{"format":1,"package":…,"version":…,"repository":…,
+/// "commit":…,"sdk":…,"wit":…}`.
+///
+/// It is a macro, not a constant of the SDK, so that `env!` and `option_env!` read the
+/// *driver's* package name, version and repository, and the `WARDEN_SOURCE_COMMIT` its
+/// build was given; rustc records that variable as an input of the driver crate, so a
+/// build with another commit recompiles it.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __provenance {
+    () => {
+        $crate::schema::Node::Seq(&[
+            $crate::schema::Node::Raw(r#"{"format":1,"package":"#),
+            $crate::schema::Node::Str(env!("CARGO_PKG_NAME")),
+            $crate::schema::Node::Raw(r#","version":"#),
+            $crate::schema::Node::Str(env!("CARGO_PKG_VERSION")),
+            $crate::schema::Node::Raw(r#","repository":"#),
+            $crate::schema::Node::Str(env!("CARGO_PKG_REPOSITORY")),
+            $crate::schema::Node::Raw(r#","commit":"#),
+            $crate::schema::Node::Str($crate::__private::source_commit(option_env!(
+                "WARDEN_SOURCE_COMMIT"
+            ))),
+            $crate::schema::Node::Raw(r#","sdk":"#),
+            $crate::schema::Node::Str($crate::SDK_VERSION),
+            $crate::schema::Node::Raw(r#","wit":"#),
+            $crate::schema::Node::Str($crate::WIT_VERSION),
+            $crate::schema::Node::Raw("}"),
+        ])
+    };
+}
+
+/// Export a driver type: its metadata and provenance sections and the WIT `driver`
+/// interface.
 ///
 /// Use it once per driver crate, at the top level: `export_driver!(MyDriver);`. The type
 /// must implement [`Driver`] and have a `#[functions]` impl block.
@@ -215,6 +280,16 @@ pub fn result_json<T: Serialize + ?Sized>(value: &T) -> Result<String> {
 macro_rules! export_driver {
     ($driver:ty) => {
         const _: () = {
+            const __PROVENANCE: $crate::schema::Node = $crate::__provenance!();
+            const __PROVENANCE_LEN: usize = $crate::schema::json_len(&__PROVENANCE);
+            #[cfg_attr(
+                target_family = "wasm",
+                unsafe(link_section = "warden:driver/provenance")
+            )]
+            #[used]
+            static __PROVENANCE_BYTES: [u8; __PROVENANCE_LEN] =
+                $crate::schema::to_json::<__PROVENANCE_LEN>(&__PROVENANCE);
+
             const __METADATA_LEN: usize =
                 $crate::schema::json_len(&<$driver as $crate::__private::Metadata>::METADATA);
             #[cfg_attr(

@@ -82,8 +82,15 @@ pub use warden_driver_sdk_macros::{Schema, functions};
 /// The version of the `warden:driver` WIT package this SDK builds drivers against.
 pub const WIT_VERSION: &str = "0.1.1";
 
+/// The version of this SDK, as embedded in a driver's metadata and provenance.
+pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// The name of the custom section that carries a driver's metadata.
 pub const METADATA_SECTION: &str = "warden:driver/metadata";
+
+/// The name of the custom section that carries a driver's provenance: its package,
+/// version, repository, source commit and the SDK and WIT versions it was built with.
+pub const PROVENANCE_SECTION: &str = "warden:driver/provenance";
 
 /// A driver's metadata document as JSON text, exactly as `export_driver!` embeds it — for
 /// a driver's own tests (`cargo test` on the host).
@@ -120,7 +127,7 @@ pub mod __private {
         });
     }
 
-    pub use crate::export::{glue, parse_args, result_json, take_arg};
+    pub use crate::export::{glue, parse_args, result_json, source_commit, take_arg};
     pub use crate::metadata::Metadata;
     pub use bindings::exports::warden::driver::driver::Guest;
     pub use wit_bindgen::rt;

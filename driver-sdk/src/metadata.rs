@@ -66,7 +66,7 @@ impl<D: Driver + Functions> Metadata for D {
         Node::Raw(r#","wit":"#),
         Node::Str(crate::WIT_VERSION),
         Node::Raw(r#","sdk":"#),
-        Node::Str(env!("CARGO_PKG_VERSION")),
+        Node::Str(crate::SDK_VERSION),
         Node::Raw(r#","name":"#),
         Node::Str(D::INFO.name),
         Node::Raw(r#","generic_name":"#),

@@ -29,6 +29,9 @@ pub enum Node {
     When(bool, &'static Node),
     /// A schema (which is always a JSON object) with a `description` key added.
     Described(&'static str, &'static Node),
+    /// A schema (which is always a JSON object) with members added at its start, written
+    /// as they are: `Annotated(r#""writeOnly":true"#, &inner)`.
+    Annotated(&'static str, &'static Node),
 }
 
 /// A Rust type whose JSON form has a schema known at compile time.
@@ -166,13 +169,17 @@ pub const fn json_len(node: &Node) -> usize {
         Node::When(true, inner) => json_len(inner),
         Node::When(false, _) => 0,
         Node::Described(text, inner) => {
-            let inner_len = json_len(inner);
-            // `{"description":"…"`, then `,` and the inner object without its `{`, or just
-            // `}` when the inner object is `{}`.
-            let tail = if inner_len <= 2 { 1 } else { inner_len };
-            DESCRIPTION_KEY.len() + json_len(&Node::Str(text)) + tail
+            DESCRIPTION_KEY.len() + json_len(&Node::Str(text)) + merged_tail_len(inner)
         }
+        Node::Annotated(members, inner) => 1 + members.len() + merged_tail_len(inner),
     }
+}
+
+/// The length of what follows added members: `,` and the inner object without its `{`,
+/// or just `}` when the inner object is `{}`.
+const fn merged_tail_len(inner: &Node) -> usize {
+    let inner_len = json_len(inner);
+    if inner_len <= 2 { 1 } else { inner_len }
 }
 
 const DESCRIPTION_KEY: &str = "{\"description\":";
@@ -294,17 +301,26 @@ const fn write<const N: usize>(node: &Node, out: &mut [u8; N], mut at: usize) ->
         Node::Described(text, inner) => {
             at = copy(DESCRIPTION_KEY.as_bytes(), out, at);
             at = write(&Node::Str(text), out, at);
-            if json_len(inner) <= 2 {
-                out[at] = b'}';
-                return at + 1;
-            }
-            // The inner object's opening brace lands where the separating comma belongs.
-            let brace = at;
-            at = write(inner, out, brace);
-            out[brace] = b',';
-            at
+            write_merged_tail(inner, out, at)
+        }
+        Node::Annotated(members, inner) => {
+            out[at] = b'{';
+            at = copy(members.as_bytes(), out, at + 1);
+            write_merged_tail(inner, out, at)
         }
     }
+}
+
+/// Write the inner object after added members (see [`merged_tail_len`]).
+const fn write_merged_tail<const N: usize>(inner: &Node, out: &mut [u8; N], at: usize) -> usize {
+    if json_len(inner) <= 2 {
+        out[at] = b'}';
+        return at + 1;
+    }
+    // The inner object's opening brace lands where the separating comma belongs.
+    let end = write(inner, out, at);
+    out[at] = b',';
+    end
 }
 
 const fn copy<const N: usize>(bytes: &[u8], out: &mut [u8; N], mut at: usize) -> usize {
@@ -372,6 +388,17 @@ mod tests {
         assert_eq!(
             render(Node::Described("y", &Node::Raw("{}"))),
             r#"{"description":"y"}"#
+        );
+        const SECRET: Node =
+            Node::Annotated(r#""writeOnly":true"#, &Node::Raw(r#"{"type":"string"}"#));
+        assert_eq!(render(SECRET), r#"{"writeOnly":true,"type":"string"}"#);
+        assert_eq!(
+            render(Node::Described("z", &SECRET)),
+            r#"{"description":"z","writeOnly":true,"type":"string"}"#
+        );
+        assert_eq!(
+            render(Node::Annotated(r#""writeOnly":true"#, &Node::Raw("{}"))),
+            r#"{"writeOnly":true}"#
         );
     }
 

@@ -13,6 +13,13 @@ struct LampSettings {
     default_level: u8,
     #[serde(default)]
     label: Option<String>,
+    /// The lamp's admin password.
+    #[serde(default)]
+    #[schema(secret)]
+    password: Option<String>,
+    #[serde(default)]
+    #[schema(secret)]
+    token: String,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Schema, serde::Serialize, PartialEq)]
@@ -161,4 +168,65 @@ fn context_keeps_the_kind() {
     let error = Error::Timeout("no reply".into()).context("POWR");
     assert_eq!(error, Error::Timeout("POWR: no reply".into()));
     assert_eq!(error.to_string(), "timeout: POWR: no reply");
+}
+
+#[test]
+fn secret_fields_are_write_only() {
+    let metadata: Value = serde_json::from_str(&crate::metadata_json::<Lamp>()).unwrap();
+    let properties = &metadata["settings_schema"]["properties"];
+    assert_eq!(properties["password"]["writeOnly"], true);
+    assert_eq!(
+        properties["password"]["description"],
+        "The lamp's admin password."
+    );
+    assert_eq!(properties["password"]["anyOf"][1]["type"], "null");
+    assert_eq!(
+        properties["token"],
+        json!({"writeOnly": true, "type": "string"})
+    );
+    for plain in ["defaultLevel", "label"] {
+        assert!(properties[plain].get("writeOnly").is_none(), "{plain}");
+    }
+    // The mark changes the schema only: the values deserialize as any other setting.
+    let settings: LampSettings =
+        serde_json::from_value(json!({"defaultLevel": 1, "password": "p", "token": "t"})).unwrap();
+    assert_eq!(
+        (settings.password.as_deref(), settings.token.as_str()),
+        (Some("p"), "t")
+    );
+}
+
+#[test]
+fn provenance_names_the_expanding_crate() {
+    const PROVENANCE: crate::schema::Node = crate::__provenance!();
+    let text = crate::schema::render(&PROVENANCE).unwrap();
+    let provenance: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(provenance["format"], 1);
+    assert_eq!(provenance["package"], env!("CARGO_PKG_NAME"));
+    assert_eq!(provenance["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(provenance["repository"], env!("CARGO_PKG_REPOSITORY"));
+    assert_eq!(provenance["sdk"], crate::SDK_VERSION);
+    assert_eq!(provenance["wit"], crate::WIT_VERSION);
+    assert_eq!(
+        provenance["commit"],
+        option_env!("WARDEN_SOURCE_COMMIT").unwrap_or("")
+    );
+}
+
+#[test]
+fn only_full_commit_ids_are_embedded() {
+    use crate::__private::source_commit;
+    let sha1 = "0123456789abcdef0123456789abcdef01234567";
+    assert_eq!(source_commit(None), "");
+    assert_eq!(source_commit(Some(sha1)), sha1);
+    assert!(crate::export::is_source_commit(&"ab".repeat(32)));
+    for bad in [
+        "main",
+        "0123456",
+        "0123456789ABCDEF0123456789ABCDEF01234567",
+        "0123456789abcdef0123456789abcdef0123456\"",
+        "0123456789abcdef0123456789abcdef012345678",
+    ] {
+        assert!(!crate::export::is_source_commit(bad), "{bad}");
+    }
 }

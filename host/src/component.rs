@@ -11,8 +11,15 @@ use wasmparser::{Encoding, Parser, Payload};
 /// The custom section the SDK writes a driver's metadata into.
 pub const METADATA_SECTION: &str = "warden:driver/metadata";
 
+/// The custom section the SDK writes a driver's provenance into (SDK 0.1 drivers built
+/// before it existed have none).
+pub const PROVENANCE_SECTION: &str = "warden:driver/provenance";
+
 /// Largest metadata document accepted (a driver with hundreds of functions fits easily).
 const MAX_METADATA: usize = 1 << 20;
+
+/// Largest provenance document accepted: a handful of short strings.
+const MAX_PROVENANCE: usize = 16 << 10;
 
 /// Why a file is not a usable driver component.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +42,12 @@ pub enum ComponentError {
     /// The metadata is not the JSON document the SDK writes.
     #[error("invalid driver metadata: {0}")]
     InvalidMetadata(String),
+    /// More than one provenance section, which would let a component claim two sources.
+    #[error("the component has {0} `{PROVENANCE_SECTION}` sections; at most one is allowed")]
+    DuplicateProvenance(usize),
+    /// The provenance is not the JSON document the SDK writes.
+    #[error("invalid driver provenance: {0}")]
+    InvalidProvenance(String),
 }
 
 /// The access level a function requires of its caller.
@@ -144,6 +157,90 @@ impl DriverMetadata {
     }
 }
 
+impl DriverMetadata {
+    /// The settings that are secrets (`"writeOnly": true` in the settings schema, which
+    /// `#[schema(secret)]` writes), as dotted paths (`auth.password`), sorted.
+    pub fn secret_settings(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        secret_paths(&self.settings_schema, "", &mut found);
+        found.sort();
+        found.dedup();
+        found
+    }
+}
+
+/// Collect the paths of write-only properties of `schema`, looking through `anyOf`,
+/// `oneOf` and `allOf` (an optional object is `{"anyOf":[{...},{"type":"null"}]}`).
+fn secret_paths(schema: &Value, prefix: &str, found: &mut Vec<String>) {
+    // A hostile schema could nest without end; settings are never this deep.
+    const MAX_DEPTH: usize = 32;
+    if prefix.matches('.').count() >= MAX_DEPTH {
+        return;
+    }
+    if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+        for (name, property) in properties {
+            let path = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}.{name}")
+            };
+            if is_write_only(property) {
+                found.push(path);
+            } else {
+                secret_paths(property, &path, found);
+            }
+        }
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        for branch in schema
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if branch.get("properties").is_some() {
+                secret_paths(branch, prefix, found);
+            }
+        }
+    }
+}
+
+fn is_write_only(schema: &Value) -> bool {
+    schema.get("writeOnly") == Some(&Value::Bool(true))
+        || ["anyOf", "oneOf", "allOf"].iter().any(|key| {
+            schema
+                .get(key)
+                .and_then(Value::as_array)
+                .is_some_and(|branches| {
+                    branches
+                        .iter()
+                        .any(|b| b.get("writeOnly") == Some(&Value::Bool(true)))
+                })
+        })
+}
+
+/// Where a driver's source is, as its build declared it: the `warden:driver/provenance`
+/// section. It is a claim, not a proof: `warden driver verify` rebuilds the named commit
+/// and compares digests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// Layout version of this document.
+    pub format: u32,
+    /// The driver's cargo package name.
+    pub package: String,
+    /// The package version.
+    pub version: String,
+    /// The package's `repository` from its manifest, when it declares one.
+    pub repository: Option<String>,
+    /// The git commit the component was built from, when a builder said so (a plain
+    /// `cargo build` leaves it out): 40 or 64 lower-case hex digits.
+    pub commit: Option<String>,
+    /// The SDK version.
+    pub sdk: String,
+    /// The WIT package version.
+    pub wit: String,
+}
+
 /// Everything read from a component's bytes.
 #[derive(Debug, Clone, Serialize)]
 pub struct Inspection {
@@ -157,6 +254,8 @@ pub struct Inspection {
     pub exports: Vec<String>,
     /// The embedded metadata.
     pub metadata: DriverMetadata,
+    /// The embedded provenance; `None` for drivers built before the SDK wrote it.
+    pub provenance: Option<Provenance>,
 }
 
 /// `sha256:<hex>` of `bytes`.
@@ -169,6 +268,7 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, ComponentError> {
     let mut imports = Vec::new();
     let mut exports = Vec::new();
     let mut metadata_sections = Vec::new();
+    let mut provenance_sections = Vec::new();
     let mut depth = 0usize;
     for payload in Parser::new(0).parse_all(bytes) {
         match payload? {
@@ -195,6 +295,9 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, ComponentError> {
             Payload::CustomSection(section) if section.name() == METADATA_SECTION => {
                 metadata_sections.push(section.data());
             }
+            Payload::CustomSection(section) if section.name() == PROVENANCE_SECTION => {
+                provenance_sections.push(section.data());
+            }
             _ => {}
         }
     }
@@ -208,12 +311,72 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, ComponentError> {
         [only] => parse_metadata(only)?,
         many => return Err(ComponentError::DuplicateMetadata(many.len())),
     };
+    let provenance = match provenance_sections.as_slice() {
+        [] => None,
+        [only] => Some(parse_provenance(only)?),
+        many => return Err(ComponentError::DuplicateProvenance(many.len())),
+    };
     Ok(Inspection {
         digest: digest(bytes),
         size: bytes.len(),
         imports,
         exports,
         metadata,
+        provenance,
+    })
+}
+
+/// Whether `commit` is a full git object id: 40 (SHA-1) or 64 (SHA-256) lower-case hex
+/// digits, as the SDK embeds it and `git rev-parse` prints it.
+pub fn is_full_commit(commit: &str) -> bool {
+    matches!(commit.len(), 40 | 64)
+        && commit
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn parse_provenance(data: &[u8]) -> Result<Provenance, ComponentError> {
+    /// The document as the SDK writes it: absent values are empty strings.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Written {
+        format: u32,
+        package: String,
+        version: String,
+        repository: String,
+        commit: String,
+        sdk: String,
+        wit: String,
+    }
+    let invalid = |why: String| ComponentError::InvalidProvenance(why);
+    if data.len() > MAX_PROVENANCE {
+        return Err(invalid(format!(
+            "{} bytes is more than the {MAX_PROVENANCE} allowed",
+            data.len()
+        )));
+    }
+    let written: Written = serde_json::from_slice(data).map_err(|e| invalid(e.to_string()))?;
+    if written.format != 1 {
+        return Err(invalid(format!(
+            "provenance format {} is not supported (this host reads format 1)",
+            written.format
+        )));
+    }
+    if !written.commit.is_empty() && !is_full_commit(&written.commit) {
+        return Err(invalid(format!(
+            "commit `{}` is not a full commit id",
+            written.commit.escape_debug()
+        )));
+    }
+    let present = |text: String| (!text.is_empty()).then_some(text);
+    Ok(Provenance {
+        format: written.format,
+        package: written.package,
+        version: written.version,
+        repository: present(written.repository),
+        commit: present(written.commit),
+        sdk: written.sdk,
+        wit: written.wit,
     })
 }
 
@@ -303,5 +466,78 @@ mod tests {
         let mut format = good;
         format["format"] = 2.into();
         assert!(parse_metadata(format.to_string().as_bytes()).is_err());
+    }
+
+    #[test]
+    fn provenance_is_validated() {
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        let good = serde_json::json!({
+            "format": 1, "package": "pjlink", "version": "0.1.0", "repository": "",
+            "commit": commit, "sdk": "0.1.0", "wit": "0.1.1"
+        });
+        let parsed = parse_provenance(good.to_string().as_bytes()).unwrap();
+        assert_eq!(parsed.commit.as_deref(), Some(commit));
+        assert_eq!(parsed.repository, None);
+
+        let mut developer = good.clone();
+        developer["commit"] = "".into();
+        assert_eq!(
+            parse_provenance(developer.to_string().as_bytes())
+                .unwrap()
+                .commit,
+            None
+        );
+        for (key, value) in [
+            ("commit", serde_json::json!("main")),
+            ("commit", serde_json::json!(commit.to_uppercase())),
+            ("format", serde_json::json!(2)),
+            ("extra", serde_json::json!("x")),
+        ] {
+            let mut bad = good.clone();
+            bad[key] = value;
+            assert!(
+                matches!(
+                    parse_provenance(bad.to_string().as_bytes()),
+                    Err(ComponentError::InvalidProvenance(_))
+                ),
+                "{bad}"
+            );
+        }
+        let huge = vec![b' '; MAX_PROVENANCE + 1];
+        assert!(parse_provenance(&huge).is_err());
+    }
+
+    #[test]
+    fn secret_settings_are_found_by_path() {
+        let metadata = DriverMetadata {
+            format: 1,
+            wit: "0.1.1".into(),
+            sdk: "0.1.0".into(),
+            name: "X".into(),
+            generic_name: "X".into(),
+            description: String::new(),
+            version: "1".into(),
+            transport: TransportKind::Tcp,
+            default_port: None,
+            settings_schema: serde_json::json!({
+                "type": "object",
+                "properties": {
+                    "password": {"writeOnly": true, "anyOf": [{"type": "string"}, {"type": "null"}]},
+                    "port": {"type": "integer"},
+                    "auth": {"anyOf": [{"type": "object", "properties": {
+                        "user": {"type": "string"},
+                        "token": {"anyOf": [{"writeOnly": true, "type": "string"}, {"type": "null"}]}
+                    }}, {"type": "null"}]},
+                    "nested": {"type": "object", "properties": {"deeper": {"type": "object",
+                        "properties": {"key": {"type": "string", "writeOnly": true}}}}}
+                }
+            }),
+            default_settings: serde_json::json!({}),
+            functions: Vec::new(),
+        };
+        assert_eq!(
+            metadata.secret_settings(),
+            vec!["auth.token", "nested.deeper.key", "password"]
+        );
     }
 }

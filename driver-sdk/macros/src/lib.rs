@@ -34,7 +34,12 @@ pub fn functions(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// Derive `Schema` (the compile-time JSON Schema) for a struct with named fields, a
 /// newtype struct, or an enum whose variants carry no data. Doc comments become
 /// descriptions; `#[serde(rename, rename_all, default, skip)]` are honoured.
-#[proc_macro_derive(Schema, attributes(serde))]
+///
+/// `#[schema(secret)]` on a field marks it as a secret (a password, a token): its schema
+/// carries `"writeOnly": true`, the standard JSON Schema annotation for values that are
+/// set but never shown back, so the host and a reviewer can tell secrets from other
+/// settings without a list kept elsewhere.
+#[proc_macro_derive(Schema, attributes(serde, schema))]
 pub fn derive_schema(item: TokenStream) -> TokenStream {
     let input = parse_macro_input!(item as DeriveInput);
     match expand_schema(input) {
@@ -324,6 +329,7 @@ fn expand_schema(input: DeriveInput) -> syn::Result<TokenStream2> {
     let ident = &input.ident;
     let (impl_generics, type_generics, where_clause) = input.generics.split_for_impl();
     let serde = SerdeAttrs::parse(&input.attrs)?;
+    SchemaAttrs::refuse(&input.attrs)?;
     let body = match &input.data {
         Data::Struct(data) => match &data.fields {
             Fields::Named(fields) => {
@@ -344,15 +350,20 @@ fn expand_schema(input: DeriveInput) -> syn::Result<TokenStream2> {
                         .clone()
                         .unwrap_or_else(|| rename(raw, serde.rename_all.as_deref()));
                     let ty = &field.ty;
+                    let mut schema = quote!(<#ty as ::warden_driver_sdk::schema::Schema>::SCHEMA);
+                    if SchemaAttrs::parse(&field.attrs)?.secret {
+                        schema = quote!(::warden_driver_sdk::schema::Node::Annotated(
+                            r#""writeOnly":true"#,
+                            &#schema,
+                        ));
+                    }
                     let doc = doc_text(&field.attrs);
-                    let schema = if doc.is_empty() {
-                        quote!(<#ty as ::warden_driver_sdk::schema::Schema>::SCHEMA)
-                    } else {
-                        quote!(::warden_driver_sdk::schema::Node::Described(
+                    if !doc.is_empty() {
+                        schema = quote!(::warden_driver_sdk::schema::Node::Described(
                             #doc,
-                            &<#ty as ::warden_driver_sdk::schema::Schema>::SCHEMA,
-                        ))
-                    };
+                            &#schema,
+                        ));
+                    }
                     properties.push(quote! {
                         ::warden_driver_sdk::schema::Node::Seq(&[
                             ::warden_driver_sdk::schema::Node::Str(#key),
@@ -379,6 +390,9 @@ fn expand_schema(input: DeriveInput) -> syn::Result<TokenStream2> {
                 }
             }
             Fields::Unnamed(fields) if fields.unnamed.len() == 1 => {
+                for field in &fields.unnamed {
+                    SchemaAttrs::refuse(&field.attrs)?;
+                }
                 let ty = fields.unnamed.first().map(|field| &field.ty);
                 quote!(<#ty as ::warden_driver_sdk::schema::Schema>::SCHEMA)
             }
@@ -398,6 +412,7 @@ fn expand_schema(input: DeriveInput) -> syn::Result<TokenStream2> {
                         "Schema can be derived for enums whose variants carry no data",
                     ));
                 }
+                SchemaAttrs::refuse(&variant.attrs)?;
                 let variant_serde = SerdeAttrs::parse(&variant.attrs)?;
                 if variant_serde.skip {
                     continue;
@@ -433,6 +448,41 @@ fn expand_schema(input: DeriveInput) -> syn::Result<TokenStream2> {
             const SCHEMA: ::warden_driver_sdk::schema::Node = #body;
         }
     })
+}
+
+/// The derive's own field options: `#[schema(secret)]`.
+#[derive(Default)]
+struct SchemaAttrs {
+    secret: bool,
+}
+
+impl SchemaAttrs {
+    fn parse(attrs: &[Attribute]) -> syn::Result<Self> {
+        let mut parsed = SchemaAttrs::default();
+        for attr in attrs.iter().filter(|attr| attr.path().is_ident("schema")) {
+            attr.parse_nested_meta(|meta| {
+                if meta.path.is_ident("secret") {
+                    parsed.secret = true;
+                    Ok(())
+                } else {
+                    Err(meta.error("unknown schema option; the one option is `secret`"))
+                }
+            })?;
+        }
+        Ok(parsed)
+    }
+
+    /// `#[schema(...)]` describes a setting, so it belongs on a named field: a secret
+    /// newtype would hide the mark inside `anyOf` when wrapped in an `Option`.
+    fn refuse(attrs: &[Attribute]) -> syn::Result<()> {
+        match attrs.iter().find(|attr| attr.path().is_ident("schema")) {
+            Some(attr) => Err(syn::Error::new(
+                attr.span(),
+                "#[schema(...)] goes on a field of a struct with named fields",
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 #[derive(Default)]

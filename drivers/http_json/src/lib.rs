@@ -60,7 +60,8 @@ struct Settings {
     /// host's default (10 s). Always within the calling function's own deadline.
     timeout_ms: u32,
     /// Headers sent with every request, such as `{"X-Api-Key": "..."}` or `{"Accept":
-    /// "application/json"}`.
+    /// "application/json"}`. Secret as a whole, because API keys travel here.
+    #[schema(secret)]
     headers: BTreeMap<String, String>,
 }
 

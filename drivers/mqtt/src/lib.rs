@@ -76,6 +76,7 @@ struct MqttSettings {
     username: Option<String>,
     /// The password to sign in with (secret; needs `username`).
     #[serde(default)]
+    #[schema(secret)]
     password: Option<Password>,
     /// Keep-alive in seconds: the broker drops the connection after 1.5 times this
     /// without a packet. The driver sends PINGREQ every half of it and reconnects when

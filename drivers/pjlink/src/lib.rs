@@ -61,6 +61,7 @@ struct PjlinkSettings {
     /// The projector's PJLink password. Leave it unset when the projector has PJLink
     /// authentication turned off.
     #[serde(default)]
+    #[schema(secret)]
     password: Option<Password>,
     /// Query power, lamp hours and error status this often, in milliseconds (at least
     /// 1000), and publish them as status. Unset or 0: no polling.
