@@ -5,6 +5,9 @@
 //! talk to a running host through its API (`warden systems`, `warden exec`, `warden
 //! watch`, …) are [`crate::client`]'s.
 
+mod attestation;
+mod build;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -184,6 +187,15 @@ enum DriverCommand {
     Inspect(InspectArgs),
     /// Start one module of a driver against a device, exec one function, print the result.
     Run(RunArgs),
+    /// Check an exported approval attestation offline against the host's public key
+    /// (and, with --component, that a component is the approved one).
+    VerifyAttestation(attestation::VerifyAttestationArgs),
+    /// Build a driver from a git repository at an exact commit, reproducibly, and write
+    /// the component with its build record.
+    Build(build::BuildArgs),
+    /// Rebuild a driver from its source at a commit and check that components someone
+    /// else built are byte-for-byte that build (exit 1 when one differs).
+    Verify(build::VerifyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -193,6 +205,10 @@ struct InspectArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// The commit the component was registered or delivered as: flag it (exit 1) when
+    /// the commit embedded in the component is another or missing.
+    #[arg(long, value_name = "SHA")]
+    expect_commit: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -244,6 +260,11 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Driver(DriverCommand::Inspect(args)) => inspect(&args),
         Command::Driver(DriverCommand::Run(args)) => run(&args, cache_dir),
+        Command::Driver(DriverCommand::VerifyAttestation(args)) => {
+            attestation::verify_attestation(&args)
+        }
+        Command::Driver(DriverCommand::Build(args)) => build::build(&args),
+        Command::Driver(DriverCommand::Verify(args)) => build::verify(&args),
         Command::Serve(args) => block_on(async move {
             crate::serve::serve(crate::serve::ServeOptions {
                 config: args.config,
@@ -490,17 +511,45 @@ pub fn inspection_json(inspection: &Inspection) -> Value {
         "imports": inspection.imports,
         "exports": inspection.exports,
         "refused_imports": offer::refused_imports(&inspection.imports),
+        "provenance": inspection.provenance,
+        "secret_settings": metadata.secret_settings(),
+    })
+}
+
+/// Whether the commit embedded in `inspection` is `expected`: `None` when nothing was
+/// expected, otherwise the problem, if any.
+fn commit_mismatch(inspection: &Inspection, expected: Option<&str>) -> Option<Option<String>> {
+    let expected = expected?.trim().to_ascii_lowercase();
+    let embedded = inspection
+        .provenance
+        .as_ref()
+        .and_then(|provenance| provenance.commit.as_deref());
+    Some(match embedded {
+        Some(commit) if commit == expected => None,
+        Some(commit) => Some(format!(
+            "the component was built from commit {commit}, not {expected}"
+        )),
+        None => Some(format!(
+            "the component names no source commit, so it cannot be shown to be {expected}"
+        )),
     })
 }
 
 fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     let inspection = read_component(&args.file)?;
+    let mismatch = commit_mismatch(&inspection, args.expect_commit.as_deref());
+    let code = match &mismatch {
+        Some(Some(_)) => ExitCode::FAILURE,
+        _ => ExitCode::SUCCESS,
+    };
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&inspection_json(&inspection))?
-        );
-        return Ok(ExitCode::SUCCESS);
+        let mut json = inspection_json(&inspection);
+        if let (Some(problem), Some(object)) = (&mismatch, json.as_object_mut()) {
+            object.insert("commit_matches".into(), Value::Bool(problem.is_none()));
+            object.insert("commit_problem".into(), json!(problem));
+        }
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(code);
     }
     let m = &inspection.metadata;
     println!("{}", args.file.display());
@@ -525,6 +574,32 @@ fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         "  built with warden-driver-sdk {}, warden:driver@{}",
         m.sdk, m.wit
     );
+    match &inspection.provenance {
+        Some(provenance) => {
+            println!(
+                "  source     {} {} from {}",
+                provenance.package,
+                provenance.version,
+                provenance
+                    .repository
+                    .as_deref()
+                    .unwrap_or("(no repository declared)")
+            );
+            println!(
+                "  commit     {}",
+                provenance
+                    .commit
+                    .as_deref()
+                    .unwrap_or("(none: not built by a builder that names the commit)")
+            );
+        }
+        None => println!(
+            "  source     (no provenance section: built with an SDK that did not embed it)"
+        ),
+    }
+    if let Some(Some(problem)) = &mismatch {
+        println!("  COMMIT MISMATCH: {problem}");
+    }
     println!("  imports");
     for import in &inspection.imports {
         let mark = if offer::is_offered(import) {
@@ -564,9 +639,14 @@ fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     }
     println!("  settings schema");
     println!("    {}", m.settings_schema);
+    let secrets = m.secret_settings();
+    if !secrets.is_empty() {
+        println!("  secret settings (never shown back)");
+        println!("    {}", secrets.join(", "));
+    }
     println!("  default settings");
     println!("    {}", m.default_settings);
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
 
 /// A short type name for a JSON Schema: `integer`, `string?` (optional), `"a"|"b"` (enum).

@@ -7,10 +7,13 @@
 //! the audit log, on SQLite or PostgreSQL) and [`runtime`] (engine, component cache, one
 //! sandbox per module); [`transport`] (host-owned device connections); [`capability`] (the
 //! single allow/deny decision); [`component`] (reading a driver without running it);
-//! [`crypto`] (sealing at rest) and [`settings`] (levels and merging).
+//! [`crypto`] (sealing at rest), [`attestation`] (signed approvals) and [`settings`]
+//! (levels and merging).
 
 pub mod api;
+pub mod attestation;
 pub mod auth;
+pub mod build;
 pub mod capability;
 pub mod cli;
 pub mod client;

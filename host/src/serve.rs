@@ -45,6 +45,9 @@ pub struct ServeConfig {
     /// Modules.
     #[serde(default)]
     pub modules: ModulesConfig,
+    /// Driver builds.
+    #[serde(default)]
+    pub builds: BuildsConfig,
     /// Sign-in: token lifetimes, the issuer URL, the password hashing cost, identity
     /// providers.
     #[serde(default)]
@@ -70,6 +73,34 @@ pub struct TlsConfig {
 pub struct HistoryConfig {
     /// Days of online/offline history kept (default 31).
     pub retention_days: Option<u64>,
+}
+
+/// `[builds]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildsConfig {
+    /// Build drivers from registered repositories (in `<data dir>/builds`; needs git and
+    /// rustup on the host). Default true.
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    /// Compile drivers with network access when the machine cannot run the compiler in
+    /// its own network namespace (`unshare --net`). Development only: logged at every
+    /// build. Default false.
+    #[serde(default)]
+    pub danger_build_with_network: bool,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+impl Default for BuildsConfig {
+    fn default() -> Self {
+        BuildsConfig {
+            enabled: true,
+            danger_build_with_network: false,
+        }
+    }
 }
 
 /// `[modules]`.
@@ -152,6 +183,16 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     if control_config.danger_allow_unapproved {
         tracing::warn!("danger_allow_unapproved: modules of unapproved drivers will start");
         eprintln!("warden: WARNING: modules of drivers no reviewer approved will start");
+    }
+    if config.builds.enabled {
+        control_config.build_dir = Some(data_dir.root().join("builds"));
+    }
+    control_config.danger_build_with_network = config.builds.danger_build_with_network;
+    if control_config.danger_build_with_network {
+        eprintln!(
+            "warden: WARNING: drivers are compiled with network access if the compiler cannot \
+             be isolated"
+        );
     }
     // The search index: rebuilt from the store in the background when it is missing,
     // damaged or of an older schema (searches meanwhile return what is indexed so far).

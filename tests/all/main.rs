@@ -10,6 +10,7 @@
 mod support;
 mod admin_cli;
 mod api;
+mod builds;
 mod client_cli;
 mod clients;
 mod control;
@@ -25,4 +26,5 @@ mod serve;
 mod sign_in;
 mod store;
 mod store_crash;
+mod upgrade;
 mod websocket;

@@ -9,8 +9,9 @@ use sqlx::{AnyPool, Connection};
 use warden::crypto::{CryptoError, KeyId, KeyRing, MasterKey};
 use warden::settings::{Audience, Level, ParentKind, Role};
 use warden::store::{
-    Actor, Approval, Clock, KeySource, ListQuery, ModuleFilter, ModulePatch, NewDriver, NewModule,
-    NewSystem, NewUser, NewZone, Store, StoreError, SystemPatch, UserPatch, ZonePatch,
+    Actor, Approval, ApprovalDecision, Clock, KeySource, ListQuery, ModuleFilter, ModulePatch,
+    NewDriver, NewModule, NewSystem, NewUser, NewZone, Store, StoreError, SystemPatch, UserPatch,
+    ZonePatch,
 };
 
 /// The PostgreSQL server's maintenance database, where test databases are created.
@@ -154,6 +155,7 @@ async fn driver(store: &Store, name: &str, generic: &str, defaults: Value) -> St
                 metadata: json!({"generic_name": generic, "default_settings": defaults}),
                 source_repo: Some("https://example.invalid/drivers.git".to_string()),
                 source_commit: Some("0123456789abcdef".to_string()),
+                ..NewDriver::default()
             },
         )
         .await
@@ -586,8 +588,7 @@ async fn drivers_store_components_once_and_track_approval(db: TestDb) {
         name: "PJLink".to_string(),
         component: bytes.clone(),
         metadata: json!({"generic_name": "Projector"}),
-        source_repo: None,
-        source_commit: None,
+        ..NewDriver::default()
     };
     let one = store.create_driver(&admin(), &new).await.unwrap();
     let two = store.create_driver(&admin(), &new).await.unwrap();
@@ -603,18 +604,108 @@ async fn drivers_store_components_once_and_track_approval(db: TestDb) {
         .unwrap();
     assert_eq!(count, 1, "one copy per digest");
 
+    // An approval must carry its signed statement; the store keeps it.
+    let reviewer = Actor("user-reviewer".to_string());
+    let unsigned = ApprovalDecision {
+        approval: Approval::Approved,
+        note: Some("read it".into()),
+        at: 1_000,
+        attestation: None,
+    };
+    assert!(matches!(
+        store
+            .set_driver_approval(&reviewer, &one.id, &unsigned)
+            .await,
+        Err(StoreError::Invalid {
+            field: "attestation",
+            ..
+        })
+    ));
+    let key = store.signing_key().await.unwrap();
+    assert_eq!(
+        store.signing_key().await.unwrap().public_key(),
+        key.public_key(),
+        "one signing key, made once"
+    );
+    let statement = warden::attestation::Statement {
+        kind: warden::attestation::STATEMENT_TYPE.into(),
+        digest: one.digest.clone(),
+        driver: warden::attestation::StatementDriver {
+            id: one.id.clone(),
+            name: one.name.clone(),
+            version: "1".into(),
+        },
+        source: warden::attestation::StatementSource {
+            repository: None,
+            commit: None,
+            path: None,
+        },
+        reviewer: warden::attestation::StatementReviewer {
+            id: reviewer.0.clone(),
+            email: None,
+            name: None,
+        },
+        approved_at: warden::attestation::rfc3339(1_000),
+        note: Some("read it".into()),
+    };
+    let envelope = key.sign(&statement).unwrap();
     let approved = store
         .set_driver_approval(
-            &Actor("user-reviewer".to_string()),
+            &reviewer,
             &one.id,
-            Approval::Approved,
-            Some("read it"),
+            &ApprovalDecision {
+                attestation: Some(envelope.clone()),
+                ..unsigned
+            },
         )
         .await
         .unwrap();
     assert_eq!(approved.approval, Approval::Approved);
     assert_eq!(approved.approved_by.as_deref(), Some("user-reviewer"));
     assert_eq!(approved.approval_note.as_deref(), Some("read it"));
+    assert_eq!(approved.approved_at, Some(1_000));
+    let stored = store.driver(&one.id).await.unwrap().attestation.unwrap();
+    let published = store.signing_keys().await.unwrap();
+    assert_eq!(published.len(), 1);
+    let trusted = warden::attestation::PublicKey::parse(&published[0].public_key).unwrap();
+    assert_eq!(
+        warden::attestation::verify(&stored, &[trusted]).unwrap(),
+        statement
+    );
+    // The private key is sealed, never stored in the clear.
+    let sealed: Vec<u8> = sqlx::query_scalar("SELECT private_key FROM signing_keys")
+        .fetch_one(&db.raw().await)
+        .await
+        .unwrap();
+    assert!(
+        !sealed
+            .windows(32)
+            .any(|w| key.pkcs8().windows(32).any(|k| k == w))
+    );
+
+    // A revocation withdraws every driver with the digest; its attestation goes.
+    store
+        .set_driver_approval(
+            &reviewer,
+            &one.id,
+            &ApprovalDecision {
+                approval: Approval::Revoked,
+                note: Some("found a bug".into()),
+                at: 2_000,
+                attestation: None,
+            },
+        )
+        .await
+        .unwrap();
+    for id in [&one.id, &two.id] {
+        let driver = store.driver(id).await.unwrap();
+        assert_eq!(driver.approval, Approval::Revoked, "{id}");
+        assert!(driver.attestation.is_none());
+    }
+    assert_eq!(
+        store.drivers_with_digest(&one.digest).await.unwrap().len(),
+        2
+    );
 
     // A component altered in the database is refused, naming it.
     sqlx::query("UPDATE components SET bytes = $1 WHERE digest = $2")

@@ -150,8 +150,8 @@ impl Fixture {
             .await
             .unwrap()
             .id;
-        store
-            .set_driver_approval(&actor, &driver, Approval::Approved, None)
+        control
+            .set_approval(&actor, &driver, Approval::Approved, None)
             .await
             .unwrap();
         let module = store

@@ -138,8 +138,8 @@ async fn bench(dir: &std::path::Path, counts: &Counts) -> anyhow::Result<()> {
         )
         .await?
         .id;
-    store
-        .set_driver_approval(&actor, &driver, Approval::Approved, None)
+    control
+        .set_approval(&actor, &driver, Approval::Approved, None)
         .await?;
     let module = store
         .create_module(

@@ -74,8 +74,7 @@ async fn building(store: &Store) -> anyhow::Result<String> {
                 name: "Bench".to_string(),
                 component: b"bench component".to_vec(),
                 metadata: json!({"generic_name": "Display", "default_settings": defaults}),
-                source_repo: None,
-                source_commit: None,
+                ..NewDriver::default()
             },
         )
         .await?

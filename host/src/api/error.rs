@@ -221,6 +221,10 @@ impl From<ControlError> for ApiError {
                 "module_not_startable",
                 error.to_string(),
             ),
+            ControlError::Upgrade(message) => ApiError::invalid("to", message),
+            ControlError::Build(_) => {
+                ApiError::new(StatusCode::CONFLICT, "build_unavailable", error.to_string())
+            }
             ControlError::Load { .. } | ControlError::Search(_) => ApiError::internal(&error),
         }
     }

@@ -13,6 +13,7 @@
 pub mod access;
 mod api_keys;
 mod authority;
+mod builds;
 pub mod control_socket;
 mod drivers;
 pub mod error;
@@ -25,6 +26,7 @@ mod oauth_apps;
 pub mod openapi;
 mod pages;
 pub mod principal;
+mod repositories;
 mod search;
 pub mod server;
 mod settings;
@@ -69,6 +71,8 @@ fn routes() -> OpenApiRouter<ApiState> {
         .merge(control_socket::router())
         .merge(systems::router())
         .merge(drivers::router())
+        .merge(repositories::router())
+        .merge(builds::router())
         .merge(modules::router())
         .merge(settings::router())
         .merge(users::router())

@@ -279,7 +279,8 @@ pub(super) async fn call(
     args: Value,
 ) -> Result<Value, ApiError> {
     let handle = running(state, id).await?;
-    let function = handle.driver().metadata().function(method).ok_or_else(|| {
+    let driver = handle.driver();
+    let function = driver.metadata().function(method).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_function",

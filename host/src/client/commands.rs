@@ -20,9 +20,15 @@ pub enum Command {
     /// Zones on a running host.
     #[command(subcommand)]
     Zones(ZonesCommand),
-    /// Registered drivers on a running host: upload, approve.
+    /// Registered drivers on a running host: upload, build, review, approve, upgrade.
     #[command(subcommand)]
     Drivers(DriversCommand),
+    /// Git repositories drivers are built from.
+    #[command(subcommand)]
+    Repositories(RepositoriesCommand),
+    /// Driver builds: their progress, compiler output and records.
+    #[command(subcommand)]
+    Builds(BuildsCommand),
     /// Modules (device instances) on a running host.
     #[command(subcommand)]
     Modules(ModulesCommand),
@@ -183,8 +189,19 @@ pub enum DriversCommand {
         #[command(flatten)]
         connection: ConnectionArgs,
     },
-    /// Approve a driver's digest (a reviewer's or an administrator's step).
+    /// Approve a driver's digest (a reviewer's or an administrator's step); the host
+    /// signs an attestation of it.
     Approve {
+        /// The driver's id.
+        id: String,
+        /// Why, for the audit log and the attestation.
+        #[arg(long)]
+        note: Option<String>,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Withdraw the approval of a driver's digest: every module running it stops.
+    Revoke {
         /// The driver's id.
         id: String,
         /// Why, for the audit log.
@@ -193,6 +210,88 @@ pub enum DriversCommand {
         #[command(flatten)]
         connection: ConnectionArgs,
     },
+    /// The reviewer's view: source and commit, digest, approval, capabilities, imports,
+    /// functions, settings (secrets marked) and the changes since the version approved
+    /// before.
+    Review(ShowArgs),
+    /// The signed approval (check it offline with `warden driver verify-attestation`).
+    Attestation(ShowArgs),
+    /// Whether the driver's repository has commits newer than the one it was built from.
+    Updates(ShowArgs),
+    /// Move every module of a driver to another approved version, live.
+    Upgrade {
+        /// The driver whose modules move.
+        id: String,
+        /// The driver (version) they move to.
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Build a driver on the host from a registered repository at an exact commit; prints
+    /// the build (follow it with `warden builds show ID`). The driver is registered
+    /// `pending` review when the build succeeds.
+    Build {
+        /// The repository's id (`warden repositories list`).
+        #[arg(long)]
+        repo: String,
+        /// The full commit id.
+        #[arg(long)]
+        commit: String,
+        /// The driver's package inside the repository (`drivers/pjlink`).
+        #[arg(long)]
+        path: String,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// The host's public keys that sign approvals.
+    SigningKeys {
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RepositoriesCommand {
+    /// List repositories.
+    List {
+        #[command(flatten)]
+        list: ListArgs,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Show one repository.
+    Show(ShowArgs),
+    /// Register a repository. Credentials for HTTPS are read from the environment
+    /// (`WARDEN_GIT_USERNAME`, `WARDEN_GIT_PASSWORD`), never from the command line.
+    Add {
+        /// A name for it.
+        #[arg(long)]
+        name: String,
+        /// Its git URL, or a path on the host.
+        #[arg(long)]
+        url: String,
+        /// The branch followed for "update available" (default: the remote's default).
+        #[arg(long)]
+        branch: Option<String>,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Delete a repository and its builds.
+    Remove(ShowArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BuildsCommand {
+    /// List builds, newest first.
+    List {
+        #[command(flatten)]
+        list: ListArgs,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Show one build: state, stage, compiler output, record.
+    Show(ShowArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -309,6 +408,14 @@ pub async fn run(command: Command) -> Result<(), ClientError> {
         Command::Systems(command) => systems(command),
         Command::Zones(command) => zones(command),
         Command::Drivers(command) => drivers(command)?,
+        Command::Repositories(command) => repositories(command)?,
+        Command::Builds(command) => match command {
+            BuildsCommand::List {
+                list: args,
+                connection,
+            } => (connection, list("builds", &args, vec![])),
+            BuildsCommand::Show(args) => (args.connection, show("builds", &args.id)),
+        },
         Command::Modules(command) => modules(command)?,
         Command::Search(args) => {
             let pairs = vec![
@@ -474,6 +581,96 @@ fn drivers(command: DriversCommand) -> Result<(ConnectionArgs, Call), ClientErro
             let path = format!("/drivers/{}/approval", segment(&id));
             (connection, Call::One(Method::POST, path, Some(body)))
         }
+        DriversCommand::Revoke {
+            id,
+            note,
+            connection,
+        } => {
+            let body = json!({"approval": "revoked", "note": note});
+            let path = format!("/drivers/{}/approval", segment(&id));
+            (connection, Call::One(Method::POST, path, Some(body)))
+        }
+        DriversCommand::Review(args) => (args.connection, sub("drivers", &args.id, "review")),
+        DriversCommand::Attestation(args) => {
+            (args.connection, sub("drivers", &args.id, "attestation"))
+        }
+        DriversCommand::Updates(args) => (args.connection, sub("drivers", &args.id, "updates")),
+        DriversCommand::Upgrade { id, to, connection } => {
+            let path = format!("/drivers/{}/upgrade", segment(&id));
+            (
+                connection,
+                Call::One(Method::POST, path, Some(json!({"to": to}))),
+            )
+        }
+        DriversCommand::Build {
+            repo,
+            commit,
+            path,
+            connection,
+        } => {
+            let body = json!({"repository_id": repo, "commit": commit, "path": path});
+            (
+                connection,
+                Call::One(Method::POST, "/builds".to_string(), Some(body)),
+            )
+        }
+        DriversCommand::SigningKeys { connection } => (
+            connection,
+            Call::One(Method::GET, "/signing_keys".to_string(), None),
+        ),
+    })
+}
+
+fn sub(resource: &str, id: &str, what: &str) -> Call {
+    Call::One(
+        Method::GET,
+        format!("/{resource}/{}/{what}", segment(id)),
+        None,
+    )
+}
+
+fn repositories(command: RepositoriesCommand) -> Result<(ConnectionArgs, Call), ClientError> {
+    Ok(match command {
+        RepositoriesCommand::List {
+            list: args,
+            connection,
+        } => (connection, list("repositories", &args, vec![])),
+        RepositoriesCommand::Show(args) => (args.connection, show("repositories", &args.id)),
+        RepositoriesCommand::Add {
+            name,
+            url,
+            branch,
+            connection,
+        } => {
+            let username = std::env::var("WARDEN_GIT_USERNAME").ok();
+            let password = std::env::var("WARDEN_GIT_PASSWORD").ok();
+            let credentials = match (username, password) {
+                (Some(username), Some(password)) => {
+                    json!({"username": username, "password": password})
+                }
+                (None, None) => Value::Null,
+                _ => {
+                    return Err(ClientError::Usage(
+                        "set both WARDEN_GIT_USERNAME and WARDEN_GIT_PASSWORD, or neither"
+                            .to_string(),
+                    ));
+                }
+            };
+            let body =
+                json!({"name": name, "url": url, "branch": branch, "credentials": credentials});
+            (
+                connection,
+                Call::One(Method::POST, "/repositories".to_string(), Some(body)),
+            )
+        }
+        RepositoriesCommand::Remove(args) => (
+            args.connection,
+            Call::One(
+                Method::DELETE,
+                format!("/repositories/{}", segment(&args.id)),
+                None,
+            ),
+        ),
     })
 }
 

@@ -8,9 +8,17 @@
 //! the control layer what changed ([`Control::refresh_module`], [`Control::refresh_system`],
 //! [`Control::apply_settings`]), or use the methods here that do both.
 
+mod approval;
+mod builds;
 mod exec_audit;
 mod history;
+mod review;
 mod search;
+mod upgrade;
+
+pub use builds::DriverUpdates;
+pub use review::{DriverReview, ReviewApproval, ReviewChanges, ReviewSource};
+pub use upgrade::{ModuleUpgrade, UpgradeOutcome, UpgradeReport};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -44,6 +52,12 @@ pub struct ControlConfig {
     /// Start modules of drivers no reviewer approved. For development only; every such
     /// start is logged as a warning.
     pub danger_allow_unapproved: bool,
+    /// Where driver builds run (each in its own directory, removed afterwards); `None`:
+    /// this host does not build drivers, and build requests are refused.
+    pub build_dir: Option<std::path::PathBuf>,
+    /// Compile drivers with network access when the machine cannot run the compiler in its
+    /// own network namespace. For development only; logged at every build.
+    pub danger_build_with_network: bool,
 }
 
 impl Default for ControlConfig {
@@ -53,6 +67,8 @@ impl Default for ControlConfig {
             history_retention: DEFAULT_HISTORY_RETENTION,
             prune_every: Duration::from_secs(60 * 60),
             danger_allow_unapproved: false,
+            build_dir: None,
+            danger_build_with_network: false,
         }
     }
 }
@@ -113,6 +129,22 @@ pub enum ControlError {
     /// The search index failed.
     #[error(transparent)]
     Search(#[from] SearchError),
+    /// An upgrade that cannot be made as asked.
+    #[error("upgrade: {0}")]
+    Upgrade(String),
+    /// A build or update check that cannot be made as asked.
+    #[error("build: {0}")]
+    Build(String),
+}
+
+/// Where a registered component came from.
+#[derive(Debug, Clone, Default)]
+struct DriverSource {
+    repository: Option<String>,
+    commit: Option<String>,
+    repository_id: Option<String>,
+    package_path: Option<String>,
+    build_id: Option<String>,
 }
 
 /// The control layer. Cheap to clone.
@@ -139,6 +171,8 @@ struct Inner {
     /// Held by every index update from its read of the store to its commit, and by a
     /// rebuild throughout (see [`search`]).
     index_lock: tokio::sync::Mutex<()>,
+    /// Wakes the builder when a build is queued.
+    build_queued: tokio::sync::Notify,
 }
 
 impl Drop for Inner {
@@ -190,8 +224,10 @@ impl Control {
                 exec_audit_writer: Mutex::new(Some(exec_writer)),
                 search: search.map(Arc::new),
                 index_lock: tokio::sync::Mutex::new(()),
+                build_queued: tokio::sync::Notify::new(),
             }),
         };
+        control.start_builder();
         let rebuild = control.clone();
         tokio::spawn(async move { rebuild.ensure_search().await });
         control
@@ -216,6 +252,22 @@ impl Control {
         bytes: Vec<u8>,
         source_repo: Option<String>,
         source_commit: Option<String>,
+    ) -> Result<DriverRecord, ControlError> {
+        let source = DriverSource {
+            repository: source_repo,
+            commit: source_commit,
+            ..DriverSource::default()
+        };
+        self.register_component(actor, bytes, source).await
+    }
+
+    /// [`Control::register_driver`] with everything known about where the component came
+    /// from (a build of a registered repository knows all of it).
+    async fn register_component(
+        &self,
+        actor: &Actor,
+        bytes: Vec<u8>,
+        source: DriverSource,
     ) -> Result<DriverRecord, ControlError> {
         let (bytes, inspection) = tokio::task::spawn_blocking(move || {
             let inspection = component::inspect(&bytes);
@@ -244,8 +296,11 @@ impl Control {
                     name: inspection.metadata.name.clone(),
                     component: bytes,
                     metadata,
-                    source_repo,
-                    source_commit,
+                    source_repo: source.repository,
+                    source_commit: source.commit,
+                    repository_id: source.repository_id,
+                    package_path: source.package_path,
+                    build_id: source.build_id,
                 },
             )
             .await?;

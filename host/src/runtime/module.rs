@@ -54,7 +54,15 @@ pub enum ModuleState {
 
 enum Control {
     Settings(Value, oneshot::Sender<Result<(), DriverError>>),
+    Upgrade(Upgrade),
     Stop(oneshot::Sender<()>),
+}
+
+/// A request to move the module to another component of its driver.
+struct Upgrade {
+    driver: Arc<Driver>,
+    settings: Value,
+    ack: oneshot::Sender<Result<(), String>>,
 }
 
 /// What every part of the runtime may know about a module.
@@ -63,7 +71,8 @@ pub(crate) struct ModuleShared {
     name: String,
     system: Option<String>,
     limits: ModuleLimits,
-    driver: Arc<Driver>,
+    /// The component it runs; replaced by a live upgrade.
+    driver: Mutex<Arc<Driver>>,
     status: StatusMap,
     queue: CommandQueue,
     state: watch::Sender<ModuleState>,
@@ -75,6 +84,10 @@ pub(crate) struct ModuleShared {
 }
 
 impl ModuleShared {
+    fn current_driver(&self) -> Arc<Driver> {
+        Arc::clone(&self.driver.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     pub(crate) fn system(&self) -> Option<&str> {
         self.system.as_deref()
     }
@@ -173,9 +186,9 @@ impl ModuleHandle {
         &self.shared.name
     }
 
-    /// The driver it runs.
-    pub fn driver(&self) -> &Arc<Driver> {
-        &self.shared.driver
+    /// The driver it runs now.
+    pub fn driver(&self) -> Arc<Driver> {
+        self.shared.current_driver()
     }
 
     /// Where it is in its life.
@@ -226,7 +239,13 @@ impl ModuleHandle {
         args: Value,
         options: ExecOptions,
     ) -> Result<Value, ExecError> {
-        if self.shared.driver.metadata().function(function).is_none() {
+        if self
+            .shared
+            .current_driver()
+            .metadata()
+            .function(function)
+            .is_none()
+        {
             return Err(ExecError::UnknownFunction(function.to_string()));
         }
         if !matches!(args, Value::Array(_) | Value::Object(_) | Value::Null) {
@@ -275,6 +294,35 @@ impl ModuleHandle {
         }
     }
 
+    /// Move the module to `driver` (another component of its driver) with `settings`,
+    /// live: the new component is instantiated and initialised beside the running one,
+    /// and only when that succeeded does it take over. Status and queued commands carry
+    /// over (a queued command for a function the new component lacks gets its
+    /// `unknown-function` error); the command in progress finishes on the old one. When
+    /// the new component fails to start, the module goes on running the old one
+    /// untouched and the error says why.
+    pub async fn upgrade(&self, driver: Arc<Driver>, settings: Value) -> Result<(), String> {
+        let current = self.shared.current_driver();
+        if driver.metadata().transport != current.metadata().transport {
+            return Err(format!(
+                "the new component's transport ({:?}) is not the running one's ({:?})",
+                driver.metadata().transport,
+                current.metadata().transport
+            ));
+        }
+        let (ack, done) = oneshot::channel();
+        self.control
+            .send(Control::Upgrade(Upgrade {
+                driver,
+                settings,
+                ack,
+            }))
+            .await
+            .map_err(|_| "the module is stopped".to_string())?;
+        done.await
+            .unwrap_or_else(|_| Err("the module stopped during the upgrade".to_string()))
+    }
+
     /// Stop the module: its connection closes, timers end and queued commands fail.
     pub async fn stop(&self) {
         let (ack, done) = oneshot::channel();
@@ -303,7 +351,7 @@ pub(crate) fn spawn(runtime: Arc<RuntimeInner>, config: ModuleConfig) -> ModuleH
         name,
         system: config.system.clone(),
         limits: config.limits.clone(),
-        driver: config.driver.clone(),
+        driver: Mutex::new(config.driver.clone()),
         status: StatusMap::new(config.id.clone()),
         queue: CommandQueue::new(config.limits.queue_capacity),
         state: watch::Sender::new(ModuleState::Starting),
@@ -335,10 +383,16 @@ async fn supervise(
 ) {
     let mut restarts = 0u32;
     let mut backoff = config.limits.restart_min;
+    // A sandbox an upgrade started while the module waited to restart.
+    let mut ready: Option<Sandbox> = None;
     let stopped_by = loop {
         let started = Instant::now();
         shared.state.send_replace(ModuleState::Starting);
-        let outcome = match Sandbox::start(&runtime, &shared, &config).await {
+        let sandbox = match ready.take() {
+            Some(sandbox) => Ok(sandbox),
+            None => Sandbox::start(&runtime, &shared, &config, Start::Fresh).await,
+        };
+        let outcome = match sandbox {
             Ok(mut sandbox) => {
                 shared.state.send_replace(ModuleState::Running);
                 runtime.emit(RuntimeEvent::Started {
@@ -386,6 +440,20 @@ async fn supervise(
                 control = control.recv() => match control {
                     None => break Some(None),
                     Some(Control::Stop(ack)) => break Some(Some(ack)),
+                    Some(Control::Upgrade(upgrade)) => {
+                        // The crashed component is not running: start the new one now.
+                        match upgraded(&runtime, &shared, &config, &upgrade).await {
+                            Ok((sandbox, next)) => {
+                                config = next;
+                                ready = Some(sandbox);
+                                let _ = upgrade.ack.send(Ok(()));
+                                break None;
+                            }
+                            Err(reason) => {
+                                let _ = upgrade.ack.send(Err(reason));
+                            }
+                        }
+                    }
                     Some(Control::Settings(settings, ack)) => {
                         // Taken up by `init` when the module is back; link settings are
                         // checked now so a bad value is refused rather than kept.
@@ -421,6 +489,60 @@ async fn supervise(
     if let Some(ack) = stopped_by {
         let _ = ack.send(());
     }
+}
+
+/// Start a sandbox on the upgrade's component beside the running one (which keeps the
+/// device link and status until this one takes over); on success, the module's shared
+/// state names the new component and the configuration to run it with is returned.
+async fn upgraded(
+    runtime: &Arc<RuntimeInner>,
+    shared: &Arc<ModuleShared>,
+    config: &ModuleConfig,
+    upgrade: &Upgrade,
+) -> Result<(Sandbox, ModuleConfig), String> {
+    let mut next = config.clone();
+    next.driver = Arc::clone(&upgrade.driver);
+    next.settings = upgrade.settings.clone();
+    let defaults = &next.driver.metadata().default_settings;
+    device::check(&next, &merge_settings(defaults, &next.settings))?;
+    let init_error = |value: Option<DriverError>| {
+        std::mem::replace(
+            &mut *shared.init_error.lock().unwrap_or_else(|e| e.into_inner()),
+            value,
+        )
+    };
+    // The new component's `init` records its outcome; the old one's is put back if the
+    // new one does not take over.
+    let previous = init_error(None);
+    let sandbox = match Sandbox::start(runtime, shared, &next, Start::Upgrade).await {
+        Ok(sandbox) => sandbox,
+        Err(reason) => {
+            init_error(previous);
+            return Err(reason);
+        }
+    };
+    if let Some(error) = init_error(previous.clone()) {
+        return Err(format!("the new component's init failed: {error}"));
+    }
+    init_error(None);
+    *shared.driver.lock().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&next.driver);
+    emit_log(
+        runtime,
+        &shared.id,
+        LogLevel::Info,
+        &format!("upgraded to {}", next.driver.digest()),
+    );
+    Ok((sandbox, next))
+}
+
+/// Why a sandbox starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// The module starts or restarts: it is offline until its link connects.
+    Fresh,
+    /// An upgrade: the running sandbox still holds the device, so `connected` keeps
+    /// its value until the new link reports.
+    Upgrade,
 }
 
 /// `delay` ± 20 %.
@@ -499,6 +621,7 @@ enum Work {
     Guest(GuestEvent),
     Exec(QueuedExec),
     Settings(Value, oneshot::Sender<Result<(), DriverError>>),
+    Upgrade(Upgrade),
 }
 
 impl Sandbox {
@@ -506,6 +629,7 @@ impl Sandbox {
         runtime: &Arc<RuntimeInner>,
         shared: &Arc<ModuleShared>,
         config: &ModuleConfig,
+        start: Start,
     ) -> Result<Sandbox, String> {
         let members = shared
             .system
@@ -590,7 +714,9 @@ impl Sandbox {
         match endpoint {
             Some(_) => {
                 // Offline until the link says otherwise.
-                shared.set_connected(runtime, false);
+                if start == Start::Fresh {
+                    shared.set_connected(runtime, false);
+                }
                 if let Some(DeviceLink::Stream(link)) =
                     device::open(config, &grant, &settings, transport_tx)?
                 {
@@ -697,6 +823,7 @@ impl Sandbox {
                             None => return Outcome::Stopped(None),
                             Some(Control::Stop(ack)) => return Outcome::Stopped(Some(ack)),
                             Some(Control::Settings(settings, ack)) => Work::Settings(settings, ack),
+                            Some(Control::Upgrade(upgrade)) => Work::Upgrade(upgrade),
                         },
                         event = store.data_mut().transport_events.recv(), if has_transport => match event {
                             Some(event) => Work::Transport(event),
@@ -710,6 +837,28 @@ impl Sandbox {
                     }
                 }
             };
+            if let Work::Upgrade(upgrade) = work {
+                match upgraded(runtime, shared, config, &upgrade).await {
+                    Ok((sandbox, next)) => {
+                        // The old sandbox (and its device link) goes here.
+                        *self = sandbox;
+                        *config = next;
+                        has_transport = self.store.data().connection.is_some()
+                            || self.store.data().http.is_some();
+                        let _ = upgrade.ack.send(Ok(()));
+                    }
+                    Err(reason) => {
+                        emit_log(
+                            runtime,
+                            &shared.id,
+                            LogLevel::Warn,
+                            &format!("upgrade to {} refused: {reason}", upgrade.driver.digest()),
+                        );
+                        let _ = upgrade.ack.send(Err(reason));
+                    }
+                }
+                continue;
+            }
             if let Err(reason) = self.handle(runtime, shared, config, work).await {
                 return Outcome::Crashed(reason);
             }
@@ -795,6 +944,13 @@ impl Sandbox {
                 }
             }
             Work::Exec(exec) => self.exec(shared, exec).await,
+            // `serve` takes upgrades itself: they replace the sandbox.
+            Work::Upgrade(upgrade) => {
+                let _ = upgrade
+                    .ack
+                    .send(Err("an upgrade cannot run from here".to_string()));
+                Ok(())
+            }
         }
     }
 

@@ -5,18 +5,33 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::audit::{NewAuditEntry, append};
-use super::model::{Actor, Approval, DriverRecord, ListQuery, NewDriver, Page, checked_name};
+use super::model::{
+    Actor, Approval, ApprovalDecision, DriverRecord, ListQuery, NewDriver, Page, checked_name,
+};
 use super::settings::delete_parent_settings;
 use super::{Result, Store, StoreError, json_column, like_pattern, new_id};
 use crate::settings::ParentKind;
 
 const COLUMNS: &str = "id, name, module_name, digest, metadata, source_repo, source_commit, approval, \
-                       approved_by, approved_at, approval_note, created_at, updated_at";
+                       approved_by, approved_at, approval_note, repository_id, package_path, build_id, \
+                       attestation, created_at, updated_at";
 
 fn driver_from(row: &AnyRow) -> Result<DriverRecord> {
     let id: String = row.try_get("id")?;
     let approval: String = row.try_get("approval")?;
+    let attestation: Option<String> = row.try_get("attestation")?;
     Ok(DriverRecord {
+        attestation: attestation
+            .map(|text| {
+                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                    record: format!("drivers/{id}/attestation"),
+                    why: e.to_string(),
+                })
+            })
+            .transpose()?,
+        repository_id: row.try_get("repository_id")?,
+        package_path: row.try_get("package_path")?,
+        build_id: row.try_get("build_id")?,
         metadata: json_column(row, "metadata", || format!("drivers/{id}"))?,
         approval: Approval::parse(&approval).ok_or_else(|| StoreError::Corrupt {
             record: format!("drivers/{id}"),
@@ -79,8 +94,9 @@ impl Store {
         }
         sqlx::query(
             "INSERT INTO drivers (id, name, module_name, digest, metadata, source_repo, \
-             source_commit, approval, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8)",
+             source_commit, approval, repository_id, package_path, build_id, created_at, \
+             updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $9, $10, $11, $8, $8)",
         )
         .bind(&id)
         .bind(&name)
@@ -90,6 +106,9 @@ impl Store {
         .bind(new.source_repo.clone())
         .bind(new.source_commit.clone())
         .bind(now)
+        .bind(new.repository_id.clone())
+        .bind(new.package_path.clone())
+        .bind(new.build_id.clone())
         .execute(tx.conn())
         .await?;
         append(
@@ -98,6 +117,7 @@ impl Store {
             &NewAuditEntry::new(actor, "driver.create", "driver", &id).details(json!({
                 "name": name, "digest": digest,
                 "source_repo": new.source_repo, "source_commit": new.source_commit,
+                "package_path": new.package_path, "build_id": new.build_id,
             })),
         )
         .await?;
@@ -158,43 +178,100 @@ impl Store {
         Ok(bytes)
     }
 
-    /// Record a reviewer's decision on a driver.
+    /// Record a reviewer's decision on a driver. A revocation withdraws the approval of
+    /// every driver with the same digest: what was found wrong is in the bytes.
     pub async fn set_driver_approval(
         &self,
         actor: &Actor,
         id: &str,
-        approval: Approval,
-        note: Option<&str>,
+        decision: &ApprovalDecision,
     ) -> Result<DriverRecord> {
-        let now = self.now();
         let mut tx = self.begin_write().await?;
         let driver = fetch(tx.conn(), id)
             .await?
             .ok_or_else(|| StoreError::not_found("driver", id))?;
-        sqlx::query(
-            "UPDATE drivers SET approval = $2, approved_by = $3, approved_at = $4, \
-             approval_note = $5, updated_at = $4 WHERE id = $1",
-        )
-        .bind(id)
-        .bind(approval.as_str())
-        .bind(&actor.0)
-        .bind(now)
-        .bind(note.map(str::to_string))
-        .execute(tx.conn())
-        .await?;
-        append(
-            tx.conn(),
-            now,
-            &NewAuditEntry::new(actor, "driver.approval", "driver", id).details(json!({
-                "digest": driver.digest, "approval": approval.as_str(), "note": note,
-            })),
-        )
-        .await?;
+        if decision.approval == Approval::Approved && decision.attestation.is_none() {
+            return Err(StoreError::invalid(
+                "attestation",
+                "an approval must carry its signed attestation",
+            ));
+        }
+        let attestation = decision
+            .attestation
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::invalid("attestation", e.to_string()))?;
+        let targets: Vec<String> = if decision.approval == Approval::Revoked {
+            sqlx::query("SELECT id FROM drivers WHERE digest = $1 ORDER BY id")
+                .bind(&driver.digest)
+                .fetch_all(tx.conn())
+                .await?
+                .iter()
+                .map(|row| row.try_get("id"))
+                .collect::<Result<_, _>>()?
+        } else {
+            vec![id.to_string()]
+        };
+        for target in &targets {
+            sqlx::query(
+                "UPDATE drivers SET approval = $2, approved_by = $3, approved_at = $4, \
+                 approval_note = $5, attestation = $6, updated_at = $4 WHERE id = $1",
+            )
+            .bind(target)
+            .bind(decision.approval.as_str())
+            .bind(&actor.0)
+            .bind(decision.at)
+            .bind(decision.note.clone())
+            .bind(attestation.clone())
+            .execute(tx.conn())
+            .await?;
+            append(
+                tx.conn(),
+                decision.at,
+                &NewAuditEntry::new(actor, "driver.approval", "driver", target).details(json!({
+                    "digest": driver.digest, "approval": decision.approval.as_str(),
+                    "note": decision.note,
+                    "keyid": decision.attestation.as_ref()
+                        .and_then(|a| a.signatures.first()).map(|s| s.keyid.clone()),
+                })),
+            )
+            .await?;
+        }
         let driver = fetch(tx.conn(), id)
             .await?
             .ok_or_else(|| StoreError::not_found("driver", id))?;
         tx.commit().await?;
         Ok(driver)
+    }
+
+    /// Every driver whose component has `digest`.
+    pub async fn drivers_with_digest(&self, digest: &str) -> Result<Vec<DriverRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM drivers WHERE digest = $1 ORDER BY id"
+        ))
+        .bind(digest)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(driver_from).collect()
+    }
+
+    /// The approved driver called `name`, other than `except`, approved last: the version
+    /// a reviewer compares a new one with.
+    pub async fn previous_approved_driver(
+        &self,
+        name: &str,
+        except: &str,
+    ) -> Result<Option<DriverRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM drivers WHERE name = $1 AND id <> $2 \
+             AND approval = 'approved' ORDER BY approved_at DESC, id DESC LIMIT 1"
+        ))
+        .bind(name)
+        .bind(except)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(driver_from).transpose()
     }
 
     /// Delete a driver: refused while modules use it. Its component goes when no other

@@ -161,7 +161,8 @@ impl Store {
         let rows = sqlx::query(
             "SELECT key_id, COUNT(*) AS n FROM \
              (SELECT key_id FROM settings UNION ALL SELECT key_id FROM settings_history \
-             UNION ALL SELECT key_id FROM user_passwords) AS sealed \
+             UNION ALL SELECT key_id FROM user_passwords UNION ALL SELECT key_id FROM signing_keys \
+             UNION ALL SELECT key_id FROM repositories WHERE credentials IS NOT NULL) AS sealed \
              GROUP BY key_id ORDER BY key_id",
         )
         .fetch_all(self.pool())
@@ -258,36 +259,8 @@ impl Store {
             .await?;
             done += updated.rows_affected();
         }
-        let passwords = sqlx::query(
-            "SELECT user_id, phc, updated_at FROM user_passwords WHERE key_id <> $1 \
-             ORDER BY user_id LIMIT $2",
-        )
-        .bind(active)
-        .bind(batch)
-        .fetch_all(tx.conn())
-        .await?;
-        for row in &passwords {
-            let user: String = row.try_get("user_id")?;
-            let sealed: Vec<u8> = row.try_get("phc")?;
-            let binding = Binding {
-                table: "user_passwords",
-                row: &user,
-                field: "phc",
-                level: "",
-            };
-            let fresh = ring.reseal(&binding, &sealed)?;
-            let updated_at: i64 = row.try_get("updated_at")?;
-            let updated = sqlx::query(
-                "UPDATE user_passwords SET phc = $2, key_id = $3 \
-                 WHERE user_id = $1 AND updated_at = $4",
-            )
-            .bind(&user)
-            .bind(fresh)
-            .bind(active)
-            .bind(updated_at)
-            .execute(tx.conn())
-            .await?;
-            done += updated.rows_affected();
+        for column in SIMPLE_SEALED {
+            done += reseal_column(tx.conn(), ring, active, batch, column).await?;
         }
         tx.commit().await?;
         Ok(done)
@@ -324,6 +297,85 @@ impl Store {
         }
         Ok(self.keys().retire(id)?)
     }
+}
+
+/// A sealed field without a level, in a table whose rows are guarded against concurrent
+/// change by a column that every write of the field changes.
+struct SealedColumn {
+    table: &'static str,
+    id: &'static str,
+    field: &'static str,
+    guard: &'static str,
+}
+
+/// The sealed fields besides settings (which have levels and versions).
+const SIMPLE_SEALED: &[SealedColumn] = &[
+    SealedColumn {
+        table: "user_passwords",
+        id: "user_id",
+        field: "phc",
+        guard: "updated_at",
+    },
+    SealedColumn {
+        table: "signing_keys",
+        id: "id",
+        field: "private_key",
+        guard: "created_at",
+    },
+    SealedColumn {
+        table: "repositories",
+        id: "id",
+        field: "credentials",
+        guard: "updated_at",
+    },
+];
+
+/// Re-encrypt up to `batch` records of `column` not sealed under `active`.
+async fn reseal_column(
+    conn: &mut sqlx::AnyConnection,
+    ring: &KeyRing,
+    active: i64,
+    batch: i64,
+    column: &SealedColumn,
+) -> Result<u64> {
+    let SealedColumn {
+        table,
+        id,
+        field,
+        guard,
+    } = column;
+    let rows = sqlx::query(&format!(
+        "SELECT {id} AS id, {field} AS sealed, {guard} AS guard FROM {table} \
+         WHERE key_id <> $1 AND {field} IS NOT NULL ORDER BY {id} LIMIT $2"
+    ))
+    .bind(active)
+    .bind(batch)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut done = 0;
+    for row in &rows {
+        let row_id: String = row.try_get("id")?;
+        let sealed: Vec<u8> = row.try_get("sealed")?;
+        let binding = Binding {
+            table,
+            row: &row_id,
+            field,
+            level: "",
+        };
+        let fresh = ring.reseal(&binding, &sealed)?;
+        let guard_value: i64 = row.try_get("guard")?;
+        let updated = sqlx::query(&format!(
+            "UPDATE {table} SET {field} = $2, key_id = $3 WHERE {id} = $1 AND {guard} = $4"
+        ))
+        .bind(&row_id)
+        .bind(fresh)
+        .bind(active)
+        .bind(guard_value)
+        .execute(&mut *conn)
+        .await?;
+        done += updated.rows_affected();
+    }
+    Ok(done)
 }
 
 fn stored_level(row: &sqlx::any::AnyRow, record: &str) -> Result<Level> {

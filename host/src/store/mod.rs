@@ -15,13 +15,16 @@
 //! table, row, field and level.
 
 mod audit;
+mod builds;
 mod drivers;
 mod history;
 mod keys;
 mod model;
 mod modules;
+mod repositories;
 mod settings;
 mod sign_in;
+mod signing_keys;
 mod systems;
 mod users;
 mod zones;
@@ -36,12 +39,15 @@ use sqlx::{Any, AnyPool, Row, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub use audit::{AuditEntry, AuditVerification, NewAuditEntry};
+pub use builds::{BuildJob, BuildOutcome, BuildState, MAX_BUILD_OUTPUT, output_tail};
 pub use history::{HistoryReport, Transition};
 pub use keys::{KeySource, RotationReport};
 pub use model::*;
 pub use modules::ModuleFilter;
+pub use repositories::{NewRepository, RepositoryCredentials, RepositoryRecord};
 pub use settings::{SettingsRecord, SettingsVersion};
 pub use sign_in::*;
+pub use signing_keys::SigningKeyInfo;
 
 use crate::crypto::{CryptoError, KeyError};
 

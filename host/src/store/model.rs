@@ -227,14 +227,35 @@ pub struct DriverRecord {
     pub approved_at: Option<i64>,
     /// The reviewer's note.
     pub approval_note: Option<String>,
+    /// The registered repository it was built from.
+    pub repository_id: Option<String>,
+    /// Its package inside the repository (`drivers/pjlink`).
+    pub package_path: Option<String>,
+    /// The build that made it.
+    pub build_id: Option<String>,
+    /// The signed approval (a DSSE envelope), while approved.
+    pub attestation: Option<crate::attestation::Envelope>,
     /// Registered, Unix ms.
     pub created_at: i64,
     /// Last changed, Unix ms.
     pub updated_at: i64,
 }
 
-/// What a new driver is.
+/// A reviewer's decision, as the store records it.
 #[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalDecision {
+    /// The new state.
+    pub approval: Approval,
+    /// Why.
+    pub note: Option<String>,
+    /// When, Unix ms (the time the attestation states).
+    pub at: i64,
+    /// The signed statement of an approval.
+    pub attestation: Option<crate::attestation::Envelope>,
+}
+
+/// What a new driver is.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct NewDriver {
     /// Name.
     pub name: String,
@@ -246,6 +267,12 @@ pub struct NewDriver {
     pub source_repo: Option<String>,
     /// Source commit.
     pub source_commit: Option<String>,
+    /// The registered repository it was built from.
+    pub repository_id: Option<String>,
+    /// Its package inside the repository.
+    pub package_path: Option<String>,
+    /// The build that made it.
+    pub build_id: Option<String>,
 }
 
 /// A module: one device (or logic) instance of a driver.
