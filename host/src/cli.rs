@@ -511,6 +511,7 @@ pub fn inspection_json(inspection: &Inspection) -> Value {
         "imports": inspection.imports,
         "exports": inspection.exports,
         "refused_imports": offer::refused_imports(&inspection.imports),
+        "capabilities": inspection.capabilities(),
         "provenance": inspection.provenance,
         "secret_settings": metadata.secret_settings(),
     })
@@ -599,6 +600,10 @@ fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(Some(problem)) = &mismatch {
         println!("  COMMIT MISMATCH: {problem}");
+    }
+    println!("  capabilities");
+    for capability in inspection.capabilities() {
+        println!("    {capability}");
     }
     println!("  imports");
     for import in &inspection.imports {

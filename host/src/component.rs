@@ -258,6 +258,60 @@ pub struct Inspection {
     pub provenance: Option<Provenance>,
 }
 
+impl Inspection {
+    /// What a module of the driver can reach, in words, from its transport and imports:
+    /// the capabilities a reviewer approves.
+    pub fn capabilities(&self) -> Vec<String> {
+        let mut out = vec![
+            match self.metadata.transport {
+                TransportKind::Tcp => {
+                    "TCP: connects only to its module's configured endpoint (host:port)"
+                }
+                TransportKind::Tls => {
+                    "TLS: connects only to its module's configured endpoint (host:port); the \
+                     certificate is verified unless the module sets danger_accept_invalid_certs"
+                }
+                TransportKind::Udp => {
+                    "UDP: exchanges datagrams only with its module's configured endpoint; \
+                     broadcast only when that endpoint is a broadcast address"
+                }
+                TransportKind::Http => {
+                    "HTTP: requests only under its module's configured base URI; redirects \
+                     followed only within that origin"
+                }
+                TransportKind::Logic => "no device connection",
+            }
+            .to_string(),
+        ];
+        let imports = |interface: &str| {
+            self.imports
+                .iter()
+                .any(|name| name.starts_with(&format!("warden:driver/{interface}@")))
+        };
+        if imports("system") {
+            out.push(
+                "reads status of, subscribes to and calls functions of the other modules of its \
+                 own system"
+                    .to_string(),
+            );
+        }
+        if imports("settings") {
+            out.push("reads its own module's merged settings, secrets included".to_string());
+        }
+        if imports("timers") {
+            out.push("sets timers".to_string());
+        }
+        if self.imports.iter().any(|name| name.starts_with("wasi:")) {
+            out.push(
+                "WASI with no files, environment variables, sockets or name lookup; its stdout \
+                 and stderr go to the module's log"
+                    .to_string(),
+            );
+        }
+        out
+    }
+}
+
 /// `sha256:<hex>` of `bytes`.
 pub fn digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))

@@ -1,5 +1,6 @@
 //! The API service in process (`warden::api::app`), over a real store and runtime: the
-//! principal requirement, the error shape, lists, zones and systems.
+//! principal requirement, the error shape, lists, zones and systems, drivers, and the
+//! supply chain's repositories, builds and review page.
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
@@ -26,9 +27,13 @@ struct Reply {
 
 impl Api {
     async fn new(danger_no_auth: bool) -> Api {
+        Api::with_config(danger_no_auth, ControlConfig::default()).await
+    }
+
+    async fn with_config(danger_no_auth: bool, config: ControlConfig) -> Api {
         let db = TestDb::sqlite().await;
         let store = db.store().await;
-        let control = Control::new(store, support::runtime(), ControlConfig::default());
+        let control = Control::new(store, support::runtime(), config);
         Api {
             router: app(ApiState {
                 auth: support::auth(control.store()),
@@ -754,4 +759,154 @@ async fn errors_axum_writes_itself_are_json_too() {
         .await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body["openapi"], "3.1.0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repositories_keep_credentials_sealed_and_builds_report_through_the_api() {
+    let build_dir = std::env::temp_dir().join(format!(
+        "warden-api-builds-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    let mut api = Api::with_config(
+        true,
+        ControlConfig {
+            build_dir: Some(build_dir.clone()),
+            ..ControlConfig::default()
+        },
+    )
+    .await;
+    let repositories = "/api/engine/v2/repositories";
+
+    // Credentials belong in `credentials`, sealed, never in the URL; git's dangerous
+    // address forms are refused.
+    for url in [
+        "https://bot:s3cret-token@git.example/drivers.git",
+        "--upload-pack=touch /tmp/x",
+        "ext::sh -c touch% /tmp/x",
+    ] {
+        let reply = api
+            .call(
+                Method::POST,
+                repositories,
+                Some(json!({"name": "x", "url": url})),
+            )
+            .await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, "invalid", Some("url"));
+    }
+    let secret = "s3cret-token-0123";
+    let created = api
+        .call(
+            Method::POST,
+            repositories,
+            Some(json!({
+                "name": "Drivers",
+                "url": "https://git.example.invalid/org/drivers.git",
+                "branch": "main",
+                "credentials": {"username": "bot", "password": secret},
+            })),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.body["has_credentials"], true);
+    let repository = created.body["id"].as_str().unwrap().to_string();
+    let shown = api
+        .call(Method::GET, &format!("{repositories}/{repository}"), None)
+        .await;
+    let listed = api.call(Method::GET, repositories, None).await;
+    assert_eq!(listed.body.as_array().unwrap().len(), 1);
+    for reply in [&created, &shown, &listed] {
+        assert!(!reply.body.to_string().contains(secret), "{}", reply.body);
+    }
+
+    // Builds name an exact commit and a package inside the repository.
+    let builds = "/api/engine/v2/builds";
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    for (body, field) in [
+        (
+            json!({"repository_id": repository, "commit": "main", "path": "drivers/pjlink"}),
+            "commit",
+        ),
+        (
+            json!({"repository_id": repository, "commit": commit, "path": "../x"}),
+            "path",
+        ),
+        (
+            json!({"repository_id": "repo-nope", "commit": commit, "path": "drivers/pjlink"}),
+            "repository_id",
+        ),
+    ] {
+        let reply = api.call(Method::POST, builds, Some(body)).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, "invalid", Some(field));
+    }
+    // This one is queued, runs, and fails at the fetch (the host does not exist); its
+    // output and error say so without the credentials.
+    let queued = api
+        .call(
+            Method::POST,
+            builds,
+            Some(json!({"repository_id": repository, "commit": commit, "path": "drivers/pjlink"})),
+        )
+        .await;
+    assert_eq!(queued.status, StatusCode::ACCEPTED, "{}", queued.body);
+    let build = queued.body["id"].as_str().unwrap().to_string();
+    let mut job = Value::Null;
+    for _ in 0..240 {
+        job = api
+            .call(Method::GET, &format!("{builds}/{build}"), None)
+            .await
+            .body;
+        if job["state"] == "failed" || job["state"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(job["error"].as_str().unwrap().contains("git"), "{job}");
+    assert!(
+        job["output"]
+            .as_str()
+            .unwrap()
+            .contains("git.example.invalid"),
+        "{job}"
+    );
+    assert!(!job.to_string().contains(secret), "{job}");
+    let listed = api.call(Method::GET, builds, None).await;
+    assert_eq!(listed.body[0]["id"], build.as_str());
+
+    // A driver uploaded by hand has a review page and its exact bytes, but no repository
+    // to compare with.
+    let bytes = std::fs::read(warden_tests::guests::PJLINK).unwrap();
+    let driver = api
+        .upload("/api/engine/v2/drivers", "application/wasm", bytes.clone())
+        .await;
+    let driver = driver.body["id"].as_str().unwrap().to_string();
+    let review = api
+        .call(
+            Method::GET,
+            &format!("/api/engine/v2/drivers/{driver}/review"),
+            None,
+        )
+        .await;
+    assert_eq!(review.status, StatusCode::OK, "{}", review.body);
+    assert_eq!(review.body["approval"]["state"], "pending");
+    assert_eq!(review.body["secret_settings"], json!(["password"]));
+    assert_eq!(review.body["transport"], "tcp");
+    let request = Request::get(format!("/api/engine/v2/drivers/{driver}/component"))
+        .body(Body::empty())
+        .unwrap();
+    let response = api.router.call(request).await.unwrap();
+    assert_eq!(response.headers()["content-type"], "application/wasm");
+    let downloaded = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(downloaded.as_ref(), bytes.as_slice());
+    let updates = api
+        .call(
+            Method::GET,
+            &format!("/api/engine/v2/drivers/{driver}/updates"),
+            None,
+        )
+        .await;
+    assert_error(&updates, StatusCode::CONFLICT, "build_unavailable", None);
+
+    let _ = std::fs::remove_dir_all(build_dir);
 }

@@ -236,7 +236,7 @@ fn review(
         },
         transport: metadata.transport,
         default_port: metadata.default_port,
-        capabilities: capabilities(inspection),
+        capabilities: inspection.capabilities(),
         imports: inspection.imports.clone(),
         exports: inspection.exports.clone(),
         functions: metadata.functions.clone(),
@@ -251,62 +251,6 @@ fn review(
         }),
         changes: previous.map(|(_, before)| changes(before, inspection)),
     }
-}
-
-/// What a module of the driver can reach, in words, from its transport and imports.
-fn capabilities(inspection: &Inspection) -> Vec<String> {
-    let mut out = vec![
-        match inspection.metadata.transport {
-            TransportKind::Tcp => {
-                "TCP: connects only to its module's configured endpoint (host:port)"
-            }
-            TransportKind::Tls => {
-                "TLS: connects only to its module's configured endpoint (host:port); the \
-                 certificate is verified unless the module sets danger_accept_invalid_certs"
-            }
-            TransportKind::Udp => {
-                "UDP: exchanges datagrams only with its module's configured endpoint; \
-                 broadcast only when that endpoint is a broadcast address"
-            }
-            TransportKind::Http => {
-                "HTTP: requests only under its module's configured base URI; redirects \
-                 followed only within that origin"
-            }
-            TransportKind::Logic => "no device connection",
-        }
-        .to_string(),
-    ];
-    let imports = |interface: &str| {
-        inspection
-            .imports
-            .iter()
-            .any(|name| name.starts_with(&format!("warden:driver/{interface}@")))
-    };
-    if imports("system") {
-        out.push(
-            "reads status of, subscribes to and calls functions of the other modules of its \
-             own system"
-                .to_string(),
-        );
-    }
-    if imports("settings") {
-        out.push("reads its own module's merged settings, secrets included".to_string());
-    }
-    if imports("timers") {
-        out.push("sets timers".to_string());
-    }
-    if inspection
-        .imports
-        .iter()
-        .any(|name| name.starts_with("wasi:"))
-    {
-        out.push(
-            "WASI with no files, environment variables, sockets or name lookup; its stdout \
-             and stderr go to the module's log"
-                .to_string(),
-        );
-    }
-    out
 }
 
 fn arrow(old: impl std::fmt::Debug, new: impl std::fmt::Debug) -> String {
@@ -501,7 +445,8 @@ mod tests {
         assert!(!diff.default_settings_changed);
         // The system import is named among the capabilities.
         assert!(
-            capabilities(&after)
+            after
+                .capabilities()
                 .iter()
                 .any(|c| c.contains("other modules of its own system"))
         );
