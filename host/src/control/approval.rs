@@ -13,8 +13,33 @@ use super::{Control, ControlError};
 impl Control {
     /// Record `approval` of driver `id` by `actor` with `note`. An approval is signed; a
     /// revocation applies to every driver with the same digest and stops their modules;
-    /// setting a driver back to `pending` stops its modules.
+    /// setting a driver back to `pending` stops the modules of this driver record.
+    ///
+    /// It runs in a task of its own, so that a caller that goes away (a dropped request)
+    /// cannot leave a withdrawal recorded with its modules still running.
     pub async fn set_approval(
+        &self,
+        actor: &Actor,
+        id: &str,
+        approval: Approval,
+        note: Option<String>,
+    ) -> Result<DriverRecord, ControlError> {
+        let (control, actor, driver) = (self.clone(), actor.clone(), id.to_string());
+        tokio::spawn(async move {
+            control
+                .decide_approval(&actor, &driver, approval, note)
+                .await
+        })
+        .await
+        .map_err(|error| {
+            ControlError::Store(StoreError::Corrupt {
+                record: format!("drivers/{id}"),
+                why: format!("the approval task failed: {error}"),
+            })
+        })?
+    }
+
+    async fn decide_approval(
         &self,
         actor: &Actor,
         id: &str,
@@ -50,7 +75,12 @@ impl Control {
             )
             .await?;
         if approval != Approval::Approved {
-            let stopped = self.stop_digest(&record.digest).await;
+            // A revocation withdraws the digest, wherever it is registered; setting one
+            // record back to pending withdraws only that record.
+            let stopped = match approval {
+                Approval::Revoked => self.stop_digest(&record.digest).await,
+                _ => self.stop_driver_modules(id).await?,
+            };
             if stopped > 0 {
                 tracing::warn!(
                     driver = %id,
@@ -114,6 +144,22 @@ impl Control {
             approved_at: rfc3339(at),
             note,
         })
+    }
+
+    /// Stop every module of driver record `id` this host runs; returns how many.
+    async fn stop_driver_modules(&self, id: &str) -> Result<usize, ControlError> {
+        let modules = self
+            .store()
+            .modules_under(crate::settings::ParentKind::Driver, id)
+            .await?;
+        let _guard = self.inner.lifecycle.lock().await;
+        let mut stopped = 0;
+        for module in modules {
+            if self.runtime().stop_module(&module).await {
+                stopped += 1;
+            }
+        }
+        Ok(stopped)
     }
 
     /// Stop every module this host runs on the component `digest`; returns how many.

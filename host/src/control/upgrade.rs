@@ -7,11 +7,14 @@
 //! the upgrade stops there so that the rest of the modules stay on the version that
 //! works.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use serde_json::json;
 
+use crate::runtime::Driver;
 use crate::settings::{Level, ParentKind};
-use crate::store::{Actor, Approval, ModulePatch, NewAuditEntry};
+use crate::store::{Actor, Approval, DriverRecord, ModulePatch, NewAuditEntry, StoreError};
 
 use super::{Control, ControlError};
 
@@ -25,8 +28,11 @@ pub enum UpgradeOutcome {
     Moved,
     /// The new version failed to start: it still runs the old one (`reason` says why).
     RolledBack,
-    /// Not tried, because an earlier module rolled back.
+    /// Not tried, because an earlier module rolled back, or `to` lost its approval
+    /// meanwhile (`reason` says which).
     NotAttempted,
+    /// Left alone: it was deleted or moved to another driver while the upgrade ran.
+    Skipped,
 }
 
 /// One module's part of an upgrade.
@@ -36,7 +42,7 @@ pub struct ModuleUpgrade {
     pub module: String,
     /// What happened.
     pub outcome: UpgradeOutcome,
-    /// Why it rolled back.
+    /// Why it rolled back, was not attempted or was skipped.
     pub reason: Option<String>,
 }
 
@@ -49,15 +55,36 @@ pub struct UpgradeReport {
     pub to: String,
     /// Each module, in the order they were taken.
     pub modules: Vec<ModuleUpgrade>,
-    /// Whether every module now belongs to `to`.
+    /// Whether no module rolled back or was left untried.
     pub complete: bool,
 }
 
 impl Control {
     /// Move every module of driver `from` to driver `to`, live. `to` must be approved
     /// (unless `danger_allow_unapproved`) and use the same transport. Driver-level settings
-    /// of `from` that `to` does not have are copied to it first.
+    /// of `from` that `to` does not have are copied to it first (and removed again when no
+    /// module could be upgraded).
+    ///
+    /// The upgrade runs in a task of its own, so a caller that goes away (a dropped
+    /// request) cannot leave a module half-moved.
     pub async fn upgrade_driver(
+        &self,
+        actor: &Actor,
+        from: &str,
+        to: &str,
+    ) -> Result<UpgradeReport, ControlError> {
+        let (control, actor, from, to) = (
+            self.clone(),
+            actor.clone(),
+            from.to_string(),
+            to.to_string(),
+        );
+        tokio::spawn(async move { control.run_upgrade(&actor, &from, &to).await })
+            .await
+            .map_err(|error| ControlError::Upgrade(format!("the upgrade task failed: {error}")))?
+    }
+
+    async fn run_upgrade(
         &self,
         actor: &Actor,
         from: &str,
@@ -71,25 +98,8 @@ impl Control {
         }
         let old = store.driver(from).await?;
         let new = store.driver(to).await?;
-        if new.approval != Approval::Approved {
-            if !self.inner.config.danger_allow_unapproved {
-                return Err(ControlError::NotApproved {
-                    driver: new.id,
-                    digest: new.digest,
-                    state: match new.approval {
-                        Approval::Revoked => "revoked",
-                        _ => "pending review",
-                    },
-                });
-            }
-            tracing::warn!(
-                driver = %new.id,
-                digest = %new.digest,
-                "danger_allow_unapproved: upgrading modules to a driver no reviewer approved"
-            );
-        }
-        let transport =
-            |record: &crate::store::DriverRecord| record.metadata.get("transport").cloned();
+        self.check_upgrade_target(&new)?;
+        let transport = |record: &DriverRecord| record.metadata.get("transport").cloned();
         if transport(&old) != transport(&new) {
             return Err(ControlError::Upgrade(format!(
                 "driver {from} and driver {to} use different transports; create new modules instead"
@@ -97,6 +107,7 @@ impl Control {
         }
         // Load (compile) the new component before any module is touched.
         let component = self.driver(&new.id, &new.digest).await?;
+        let mut copied = Vec::new();
         for level in Level::ALL {
             if store
                 .settings(ParentKind::Driver, to, level)
@@ -109,74 +120,52 @@ impl Control {
                 store
                     .set_settings(actor, ParentKind::Driver, to, level, &value)
                     .await?;
+                copied.push(level);
             }
         }
 
         let mut modules = Vec::new();
-        let mut failed = false;
+        let mut stop: Option<String> = None;
         for module in store.modules_under(ParentKind::Driver, from).await? {
-            if failed {
-                modules.push(ModuleUpgrade {
+            let step = match &stop {
+                Some(reason) => ModuleUpgrade {
                     module,
                     outcome: UpgradeOutcome::NotAttempted,
-                    reason: None,
-                });
-                continue;
-            }
-            let _guard = self.inner.lifecycle.lock().await;
-            self.move_module(actor, &module, to).await?;
-            let Some(handle) = self.runtime().module(&module) else {
-                modules.push(ModuleUpgrade {
-                    module,
-                    outcome: UpgradeOutcome::Moved,
-                    reason: None,
-                });
-                continue;
-            };
-            let settings = store
-                .module_settings(&module, crate::settings::Audience::Driver)
-                .await?;
-            match handle.upgrade(component.clone(), settings).await {
-                Ok(()) => {
-                    for system in store.systems_of_module(&module).await? {
-                        self.define_system(&system).await?;
-                    }
-                    modules.push(ModuleUpgrade {
-                        module,
-                        outcome: UpgradeOutcome::Upgraded,
-                        reason: None,
-                    });
+                    reason: Some(reason.clone()),
+                },
+                None => {
+                    self.upgrade_module(actor, &module, &old, &new, &component)
+                        .await
                 }
-                Err(reason) => {
-                    self.move_module(actor, &module, from).await?;
-                    store
-                        .audit(
-                            &NewAuditEntry::new(
-                                actor,
-                                "module.upgrade_rolled_back",
-                                "module",
-                                &module,
-                            )
-                            .details(json!({
-                                "from": from, "to": to, "digest": new.digest,
-                                "reason": reason,
-                            })),
-                        )
-                        .await?;
-                    tracing::warn!(module = %module, to = %to, "upgrade rolled back: {reason}");
-                    failed = true;
-                    modules.push(ModuleUpgrade {
-                        module,
-                        outcome: UpgradeOutcome::RolledBack,
-                        reason: Some(reason),
-                    });
+            };
+            match step.outcome {
+                UpgradeOutcome::RolledBack => {
+                    stop = Some(format!("module {} rolled back", step.module));
+                }
+                UpgradeOutcome::NotAttempted if stop.is_none() => {
+                    stop = step.reason.clone();
+                }
+                _ => {}
+            }
+            modules.push(step);
+        }
+        let moved_any = modules
+            .iter()
+            .any(|m| matches!(m.outcome, UpgradeOutcome::Upgraded | UpgradeOutcome::Moved));
+        if !moved_any {
+            for level in copied {
+                if let Err(error) = store
+                    .delete_settings(actor, ParentKind::Driver, to, level)
+                    .await
+                {
+                    tracing::warn!(driver = %to, "could not remove the settings copied for the upgrade: {error}");
                 }
             }
         }
         let report = UpgradeReport {
             from: from.to_string(),
             to: to.to_string(),
-            complete: !failed,
+            complete: stop.is_none(),
             modules,
         };
         let count = |outcome| {
@@ -194,10 +183,140 @@ impl Control {
                     "moved": count(UpgradeOutcome::Moved),
                     "rolled_back": count(UpgradeOutcome::RolledBack),
                     "not_attempted": count(UpgradeOutcome::NotAttempted),
+                    "skipped": count(UpgradeOutcome::Skipped),
                 })),
             )
             .await?;
         Ok(report)
+    }
+
+    /// Refuse a target no reviewer approved (unless `danger_allow_unapproved`).
+    fn check_upgrade_target(&self, new: &DriverRecord) -> Result<(), ControlError> {
+        if new.approval == Approval::Approved {
+            return Ok(());
+        }
+        if !self.inner.config.danger_allow_unapproved {
+            return Err(ControlError::NotApproved {
+                driver: new.id.clone(),
+                digest: new.digest.clone(),
+                state: match new.approval {
+                    Approval::Revoked => "revoked",
+                    _ => "pending review",
+                },
+            });
+        }
+        tracing::warn!(
+            driver = %new.id,
+            digest = %new.digest,
+            "danger_allow_unapproved: upgrading modules to a driver no reviewer approved"
+        );
+        Ok(())
+    }
+
+    /// Upgrade one module, under the lifecycle lock so that no start, stop or revocation
+    /// interleaves. Whatever fails, the store and the runtime end up agreeing: on `to`
+    /// when the new version runs, on `from` otherwise.
+    async fn upgrade_module(
+        &self,
+        actor: &Actor,
+        module: &str,
+        old: &DriverRecord,
+        new: &DriverRecord,
+        component: &Arc<Driver>,
+    ) -> ModuleUpgrade {
+        let store = self.store();
+        let step = |outcome, reason: Option<String>| ModuleUpgrade {
+            module: module.to_string(),
+            outcome,
+            reason,
+        };
+        let _guard = self.inner.lifecycle.lock().await;
+        // A revocation may have come while earlier modules were upgraded.
+        match store.driver(&new.id).await {
+            Ok(now) => {
+                if let Err(error) = self.check_upgrade_target(&now) {
+                    return step(UpgradeOutcome::NotAttempted, Some(error.to_string()));
+                }
+            }
+            Err(error) => return step(UpgradeOutcome::NotAttempted, Some(error.to_string())),
+        }
+        // The module may have been deleted or given another driver meanwhile.
+        match store.module(module).await {
+            Ok(record) if record.driver_id == old.id => {}
+            Ok(record) => {
+                return step(
+                    UpgradeOutcome::Skipped,
+                    Some(format!(
+                        "it was moved to driver {} meanwhile",
+                        record.driver_id
+                    )),
+                );
+            }
+            Err(StoreError::NotFound { .. }) => {
+                return step(
+                    UpgradeOutcome::Skipped,
+                    Some("it was deleted meanwhile".into()),
+                );
+            }
+            Err(error) => return step(UpgradeOutcome::NotAttempted, Some(error.to_string())),
+        }
+        if let Err(error) = self.move_module(actor, module, &new.id).await {
+            return step(UpgradeOutcome::NotAttempted, Some(error.to_string()));
+        }
+        let Some(handle) = self.runtime().module(module) else {
+            return step(UpgradeOutcome::Moved, None);
+        };
+        let upgraded = match store
+            .module_settings(module, crate::settings::Audience::Driver)
+            .await
+        {
+            Ok(settings) => handle.upgrade(component.clone(), settings).await,
+            Err(error) => Err(format!("reading its settings failed: {error}")),
+        };
+        match upgraded {
+            Ok(()) => {
+                // The systems it belongs to learn its new functions; a failure here is
+                // the same as after any settings change: logged, and the next change of
+                // the system redefines it.
+                match store.systems_of_module(module).await {
+                    Ok(systems) => {
+                        for system in systems {
+                            if let Err(error) = self.define_system(&system).await {
+                                tracing::warn!(module, system = %system, "upgrade: {error}");
+                            }
+                        }
+                    }
+                    Err(error) => tracing::warn!(module, "upgrade: {error}"),
+                }
+                self.reindex(crate::search::Kind::Module, module).await;
+                step(UpgradeOutcome::Upgraded, None)
+            }
+            Err(reason) => {
+                let mut reason = reason;
+                if let Err(error) = self.move_module(actor, module, &old.id).await {
+                    tracing::error!(
+                        module,
+                        "upgrade rolled back in the runtime, but the store could not be \
+                         reverted: {error}"
+                    );
+                    reason = format!("{reason}; the store still names driver {}: {error}", new.id);
+                }
+                let audit = store
+                    .audit(
+                        &NewAuditEntry::new(actor, "module.upgrade_rolled_back", "module", module)
+                            .details(json!({
+                                "from": old.id, "to": new.id, "digest": new.digest,
+                                "reason": reason,
+                            })),
+                    )
+                    .await;
+                if let Err(error) = audit {
+                    tracing::error!(module, "could not audit the rollback: {error}");
+                }
+                tracing::warn!(module, to = %new.id, "upgrade rolled back: {reason}");
+                step(UpgradeOutcome::RolledBack, Some(reason))
+            }
+        }
     }
 
     async fn move_module(

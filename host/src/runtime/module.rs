@@ -541,7 +541,7 @@ enum Start {
     /// The module starts or restarts: it is offline until its link connects.
     Fresh,
     /// An upgrade: the running sandbox still holds the device, so `connected` keeps
-    /// its value until the new link reports.
+    /// its value until the switch (see [`Sandbox::serve`]).
     Upgrade,
 }
 
@@ -840,9 +840,20 @@ impl Sandbox {
             if let Work::Upgrade(upgrade) = work {
                 match upgraded(runtime, shared, config, &upgrade).await {
                     Ok((sandbox, next)) => {
-                        // The old sandbox (and its device link) goes here.
+                        // The old sandbox (and its device link) goes here. The device
+                        // stays online only if the new link is open already; otherwise it
+                        // is offline until the new link reports.
                         *self = sandbox;
                         *config = next;
+                        if self
+                            .store
+                            .data()
+                            .connection
+                            .as_ref()
+                            .is_some_and(|link| !link.is_connected())
+                        {
+                            shared.set_connected(runtime, false);
+                        }
                         has_transport = self.store.data().connection.is_some()
                             || self.store.data().http.is_some();
                         let _ = upgrade.ack.send(Ok(()));
