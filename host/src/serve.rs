@@ -79,15 +79,10 @@ pub struct HistoryConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BuildsConfig {
-    /// Build drivers from registered repositories (in `<data dir>/builds`; needs git and
-    /// rustup on the host). Default true.
+    /// Build drivers from registered repositories (in `<data dir>/builds`; needs git,
+    /// rustup with the pinned toolchains and bubblewrap on the host). Default true.
     #[serde(default = "enabled")]
     pub enabled: bool,
-    /// Compile drivers with network access when the machine cannot run the compiler in
-    /// its own network namespace (`unshare --net`). Development only: logged at every
-    /// build. Default false.
-    #[serde(default)]
-    pub danger_build_with_network: bool,
 }
 
 fn enabled() -> bool {
@@ -96,10 +91,7 @@ fn enabled() -> bool {
 
 impl Default for BuildsConfig {
     fn default() -> Self {
-        BuildsConfig {
-            enabled: true,
-            danger_build_with_network: false,
-        }
+        BuildsConfig { enabled: true }
     }
 }
 
@@ -186,13 +178,6 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     }
     if config.builds.enabled {
         control_config.build_dir = Some(data_dir.root().join("builds"));
-    }
-    control_config.danger_build_with_network = config.builds.danger_build_with_network;
-    if control_config.danger_build_with_network {
-        eprintln!(
-            "warden: WARNING: drivers are compiled with network access if the compiler cannot \
-             be isolated"
-        );
     }
     // The search index: rebuilt from the store in the background when it is missing,
     // damaged or of an older schema (searches meanwhile return what is indexed so far).

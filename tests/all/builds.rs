@@ -3,8 +3,9 @@
 //! commit and registering it with its source; the component's embedded commit shown in
 //! the review and by `warden driver inspect --expect-commit`; `warden driver verify`
 //! rebuilding in another directory and matching the host's digest byte for byte (and
-//! refusing a tampered copy); "update available" after a newer commit; a commit that does
-//! not compile failing with the compiler's message kept; bad requests refused.
+//! refusing a tampered copy); "update available" after a newer commit; a build script
+//! that cannot reach the host's files or network; a commit that does not compile failing
+//! with the compiler's message kept; bad requests refused.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -284,10 +285,32 @@ async fn drivers_are_built_reproducibly_from_a_commit_and_verified() {
         inspect.stdout
     );
 
-    // A commit that does not compile fails, with the compiler's message kept.
+    // A commit whose build script tries to read the host's files and reach a local
+    // service, and whose driver does not compile: the sandbox refuses the first two, and
+    // the build fails with the compiler's message kept.
+    let secret = host_dir.join("master.key");
+    std::fs::write(&secret, "not for drivers").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let probe = format!(
+        r#"fn main() {{
+    let secret = std::fs::read({secret:?}).is_ok();
+    let home = std::fs::read_dir({home:?}).is_ok();
+    let local = std::net::TcpStream::connect({local:?}).is_ok();
+    if secret || home || local {{
+        panic!("SANDBOX BREACH: secret={{secret}} home={{home}} local={{local}}");
+    }}
+    println!("cargo:warning=sandboxed: the host's files and network were out of reach");
+}}
+"#,
+        secret = secret.display().to_string(),
+        local = listener.local_addr().unwrap().to_string(),
+    );
+    std::fs::write(source.join("drivers/pjlink/build.rs"), probe).unwrap();
     let lib = "drivers/pjlink/src/lib.rs";
     let broken_text = std::fs::read_to_string(source.join(lib)).unwrap() + "\nfn broken( {\n";
-    let broken = commit_file(&source, lib, &broken_text, "a broken driver");
+    git(&source, &["add", "drivers/pjlink/build.rs"]);
+    let broken = commit_file(&source, lib, &broken_text, "a probing, broken driver");
     let job = control
         .request_build(&admin(), &repository.id, &broken, "drivers/pjlink")
         .await
@@ -300,6 +323,12 @@ async fn drivers_are_built_reproducibly_from_a_commit_and_verified() {
         job.error
     );
     assert!(job.output.contains("error"), "{}", job.output);
+    assert!(
+        job.output.contains("sandboxed: the host's files"),
+        "{}",
+        job.output
+    );
+    assert!(!job.output.contains("BREACH"), "{}", job.output);
     assert!(job.output.contains("pjlink/src/lib.rs"), "{}", job.output);
     assert!(job.driver_id.is_none());
 

@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use super::process::{self, Finished, Isolation, OutputTail, Redactor};
+use super::process::{self, Finished, OutputTail, Redactor};
 use super::source::{Commit, GitCredentials, Repository};
-use super::{BuildError, Progress};
+use super::{BuildError, CHECKOUT_LIMIT, Progress};
 
 /// What git needs besides the arguments: where to write the output, whom to log in as.
 pub(super) struct Git<'a> {
@@ -19,17 +19,22 @@ pub(super) struct Git<'a> {
 impl Git<'_> {
     /// A git command in `dir` that reads no configuration of the machine or the user: a
     /// user's `core.autocrlf`, `url.*.insteadOf` or a filter driver would change what is
-    /// checked out, or from where. Never prompts; credentials, when given, travel as an
-    /// `http.extraHeader` in the environment (`GIT_CONFIG_COUNT`), where other users of
-    /// the machine cannot read them.
+    /// checked out, or from where. Never prompts (SSH in batch mode too); gives up on a
+    /// connection slower than 1 KB/s for a minute, and on the whole step after
+    /// [`CHECKOUT_LIMIT`]. Credentials, when given, travel as an `http.extraHeader` in the
+    /// environment (`GIT_CONFIG_COUNT`), where other users of the machine cannot read
+    /// them, and redirects are then not followed, so the header goes nowhere else.
     fn command(&self, dir: &Path, network: bool) -> Command {
-        let mut command = process::clean_command("git", dir, Isolation::None);
+        let mut command = process::clean_command("git", dir, CHECKOUT_LIMIT);
         command
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_ASKPASS", "true")
             .env("SSH_ASKPASS", "true")
+            .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+            .env("GIT_HTTP_LOW_SPEED_LIMIT", "1000")
+            .env("GIT_HTTP_LOW_SPEED_TIME", "60")
             .args([
                 "-c",
                 "core.autocrlf=false",
@@ -44,6 +49,7 @@ impl Git<'_> {
             command.envs(process::network_variables());
             if let Some(credentials) = self.credentials {
                 command
+                    .args(["-c", "http.followRedirects=false"])
                     .env("GIT_CONFIG_COUNT", "1")
                     .env("GIT_CONFIG_KEY_0", "http.extraHeader")
                     .env("GIT_CONFIG_VALUE_0", credentials.header().as_str());
@@ -60,11 +66,16 @@ impl Git<'_> {
         .map_err(|e| BuildError::Git(format!("could not run git to {what}: {e}")))?;
         if finished.status.success() {
             Ok(finished)
-        } else {
+        } else if process::timed_out(&finished.status) {
             Err(BuildError::Git(format!(
-                "git could not {what} ({}):\n{}",
-                finished.status,
-                self.tail.text()
+                "git could not {what} within {} minutes",
+                CHECKOUT_LIMIT.as_secs() / 60
+            )))
+        } else {
+            // The reason is in the output, which is kept with the build.
+            Err(BuildError::Git(format!(
+                "git could not {what} ({}); the output says why",
+                finished.status
             )))
         }
     }
@@ -78,7 +89,7 @@ impl Git<'_> {
         dir: &Path,
     ) -> Result<u64, BuildError> {
         let mut init = self.command(dir, false);
-        init.args(["init", "--quiet", "."]);
+        init.args(["init", "--quiet", object_format(commit.as_str()), "."]);
         self.run(init, "create the checkout")?;
 
         // One commit, no history: enough to build, and servers answer it quickly. A
@@ -104,9 +115,8 @@ impl Git<'_> {
         self.run(checkout, &format!("check out {commit}"))
             .map_err(|_| {
                 BuildError::Git(format!(
-                    "commit {commit} is not in {}:\n{}",
-                    repository.location(),
-                    self.tail.text()
+                    "commit {commit} is not in {}",
+                    repository.location()
                 ))
             })?;
 
@@ -158,7 +168,7 @@ impl Git<'_> {
             std::fs::create_dir_all(mirror)
                 .map_err(|e| BuildError::Io(format!("cannot create {}: {e}", mirror.display())))?;
             let mut init = self.command(mirror, false);
-            init.args(["init", "--quiet", "--bare", "."]);
+            init.args(["init", "--quiet", "--bare", object_format(pinned), "."]);
             self.run(init, "create the mirror")?;
         }
         let mut fetch = self.command(mirror, true);
@@ -218,5 +228,14 @@ impl Git<'_> {
             latest,
             count,
         })
+    }
+}
+
+/// The `git init` option for the object format of `commit`: SHA-256 for a 64-digit id.
+fn object_format(commit: &str) -> &'static str {
+    if commit.len() == 64 {
+        "--object-format=sha256"
+    } else {
+        "--object-format=sha1"
     }
 }

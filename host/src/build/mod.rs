@@ -1,49 +1,56 @@
-//! Building a driver from source at an exact commit, reproducibly.
+//! Building a driver from source at an exact commit, reproducibly, in a sandbox.
 //!
-//! [`build`] fetches one commit of a repository into a new, empty directory, fetches the
-//! crates its `Cargo.lock` pins (`cargo fetch --locked`, the only step besides git that
-//! may use the network), then compiles the package for `wasm32-wasip2` with
-//! `cargo build --release --locked --offline` inside a network namespace that reaches
-//! nothing. What makes two builds of the same commit byte-identical wherever they run:
+//! [`build`] fetches one commit of a repository into a new, empty directory (git, run by
+//! the host without any git configuration), then runs cargo only inside a bubblewrap
+//! sandbox that sees nothing of the host but the system's programs, the pinned toolchain,
+//! the builder's crates cache and the checkout (see [`sandbox`]):
 //!
-//! - paths: the compiler runs in its own mount namespace where the build's directory is
-//!   always `/mnt` (cargo derives a path dependency's crate identity, and with it symbol
-//!   names and code layout, from its directory), and the checkout, the cargo home and the
-//!   target directory are remapped (`--remap-path-prefix`) to fixed names, so panic
-//!   messages name `/warden/src/…` whatever directory the build ran in;
-//! - environment: the tools run with a cleared environment (see
-//!   `process::clean_command`) plus `SOURCE_DATE_EPOCH` (the commit's time),
-//!   `WARDEN_SOURCE_COMMIT` (which the SDK embeds as provenance), `LC_ALL=C`, `TZ=UTC`;
-//! - toolchain: the repository's own `rust-toolchain.toml` picks the compiler through
-//!   rustup; its `rustc -vV` goes into the record.
+//! 1. `cargo fetch --locked` with network, the checkout read-only and the repository's
+//!    `.cargo` configuration hidden (so nothing it names runs while the network is there);
+//! 2. `cargo build --release --locked --offline --target wasm32-wasip2` without network,
+//!    the crates cache read-only.
 //!
-//! The result is a [`Built`]: the component, its digest, and a [`BuildRecord`] saying what
-//! was built and how. Compiler output streams to the caller as [`Progress`] lines and its
-//! tail is kept for the record of a failure.
+//! What makes two builds of the same commit byte-identical wherever they run: the sandbox
+//! puts the checkout, the target directory and the crates at the same paths every time
+//! (`/build/src`, `/build/target`, `/cargo`); the environment is only the sandbox's own
+//! plus `SOURCE_DATE_EPOCH` (the commit's time) and `WARDEN_SOURCE_COMMIT` (which the SDK
+//! embeds as provenance); the toolchain is the one the repository's `rust-toolchain.toml`
+//! pins (read by the host, see [`toolchain`]), and `--locked` pins every crate.
+//!
+//! Every step has a time limit. The result is a [`Built`]: the component, its digest, and a
+//! [`BuildRecord`] saying what was built and how. Output streams to the caller as
+//! [`Progress`] lines; its tail is kept for the record of a failure.
 
 mod git;
 mod process;
+pub mod sandbox;
 mod source;
+pub mod toolchain;
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 pub use git::NewerCommits;
-pub use process::{Isolation, MAX_OUTPUT, OutputTail, available_isolation};
+pub use process::{MAX_OUTPUT, OutputTail};
 pub use source::{Commit, GitCredentials, PackagePath, Repository};
 
-use process::{Redactor, clean_command};
+use process::Redactor;
+use sandbox::Sandbox;
 
 /// The target drivers are built for.
 pub const TARGET: &str = "wasm32-wasip2";
 
-/// Where an isolated compile sees the build's directory (its `src` and `target`).
-const MOUNTED: &str = "/mnt";
-
 /// Largest component a build may produce (as the API accepts for uploads).
 const MAX_COMPONENT: u64 = 64 << 20;
+
+/// How long fetching the source may take.
+pub const CHECKOUT_LIMIT: Duration = Duration::from_secs(10 * 60);
+/// How long fetching the locked crates may take.
+pub const FETCH_LIMIT: Duration = Duration::from_secs(15 * 60);
+/// How long compiling may take.
+pub const COMPILE_LIMIT: Duration = Duration::from_secs(30 * 60);
 
 /// Why a build did not produce a component.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -57,13 +64,15 @@ pub enum BuildError {
     /// The package is not there or not a driver package.
     #[error("{0}")]
     Package(String),
+    /// The toolchain the repository pins is not usable here.
+    #[error("{0}")]
+    Toolchain(String),
     /// cargo failed to fetch the locked crates or to compile.
     #[error("{0}")]
     Cargo(String),
-    /// The machine cannot keep the compiler off the network and the deployer did not
-    /// choose `danger_build_with_network`.
+    /// The machine cannot run the sandbox.
     #[error("{0}")]
-    Isolation(String),
+    Sandbox(String),
     /// A file or process operation of the host failed.
     #[error("{0}")]
     Io(String),
@@ -74,7 +83,7 @@ pub enum BuildError {
 pub enum Progress {
     /// A new stage began: `checkout`, `fetch`, `compile`, `done`.
     Stage(&'static str),
-    /// One line of a tool's output (credentials blanked).
+    /// One line of a tool's output (credentials and control characters blanked).
     Line(String),
 }
 
@@ -92,9 +101,9 @@ pub struct BuildRequest {
     /// A directory the build may create its working directory in; the working directory
     /// is removed afterwards.
     pub work_dir: PathBuf,
-    /// Build with network access when the machine cannot isolate the compiler
-    /// (development machines without user namespaces). Off by default; recorded.
-    pub danger_build_with_network: bool,
+    /// The builder's crates cache (a cargo home of its own, not a user's): written only
+    /// while fetching locked crates, read-only to the compile.
+    pub cargo_home: PathBuf,
 }
 
 /// What was built and how: kept with the build and the driver, shown to reviewers.
@@ -110,13 +119,12 @@ pub struct BuildRecord {
     pub package: String,
     /// The compile command, as run in the package directory.
     pub command: Vec<String>,
-    /// `rustc -vV` of the toolchain the repository selected.
+    /// `rustc -vV` of the toolchain the repository pins (or the host's default).
     pub toolchain: String,
     /// The commit's time, given to the build as `SOURCE_DATE_EPOCH`.
     pub source_date_epoch: u64,
-    /// How the compiler was kept off the network.
-    #[schema(value_type = String)]
-    pub isolation: Isolation,
+    /// The sandbox the tools ran in.
+    pub sandbox: String,
     /// `sha256:<hex>` of the component.
     pub digest: String,
     /// The component's size in bytes.
@@ -186,13 +194,14 @@ pub fn newer_commits(
     .newer_commits(repository, mirror, pinned.as_str(), branch)
 }
 
-/// The build's own directory, removed when dropped.
+/// The build's own directory (mode 0700), removed when dropped.
 struct Workspace {
     root: PathBuf,
 }
 
 impl Workspace {
     fn create(parent: &Path) -> Result<Workspace, BuildError> {
+        use std::os::unix::fs::DirBuilderExt as _;
         let io = |e: std::io::Error| {
             BuildError::Io(format!(
                 "cannot create a build directory in {}: {e}",
@@ -201,25 +210,37 @@ impl Workspace {
         };
         std::fs::create_dir_all(parent).map_err(io)?;
         let root = parent.join(format!("build-{}", random_suffix()));
-        std::fs::create_dir(&root).map_err(io)?;
-        std::fs::create_dir(root.join("src")).map_err(io)?;
+        let mut private = std::fs::DirBuilder::new();
+        private.mode(0o700);
+        private.create(&root).map_err(io)?;
+        for dir in ["src", "target"] {
+            private.create(root.join(dir)).map_err(io)?;
+        }
         Ok(Workspace { root })
     }
 
     fn source(&self) -> PathBuf {
         self.root.join("src")
     }
-
-    fn target(&self) -> PathBuf {
-        self.root.join("target")
-    }
 }
 
 impl Drop for Workspace {
     fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.root) {
-            tracing::warn!(dir = %self.root.display(), "could not remove a build directory: {e}");
-        }
+        remove_tree(&self.root);
+    }
+}
+
+/// Remove a build directory, also where a build made parts of it read-only.
+pub fn remove_tree(dir: &Path) {
+    if std::fs::remove_dir_all(dir).is_ok() || !dir.exists() {
+        return;
+    }
+    let _ = std::process::Command::new("chmod")
+        .args(["-R", "u+rwx", "--"])
+        .arg(dir)
+        .status();
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        tracing::warn!(dir = %dir.display(), "could not remove a build directory: {e}");
     }
 }
 
@@ -234,24 +255,14 @@ fn run(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(BuildRecord, Vec<u8>), BuildError> {
     let started = Instant::now();
-    let isolation = match (available_isolation(), request.danger_build_with_network) {
-        (Some(isolation), _) => isolation,
-        (None, true) => {
-            tracing::warn!(
-                "danger_build_with_network: compiling a driver with network access, because \
-                 this machine cannot run the compiler in its own network namespace"
-            );
-            Isolation::None
-        }
-        (None, false) => {
-            return Err(BuildError::Isolation(
-                "this machine cannot keep the compiler off the network (`unshare --net` and \
-                 `unshare --user --net` both fail); allow user namespaces, run the host with \
-                 CAP_SYS_ADMIN, or set danger_build_with_network"
-                    .into(),
-            ));
-        }
-    };
+    if !sandbox::available() {
+        return Err(BuildError::Sandbox(
+            "bubblewrap (`bwrap`) cannot create a sandbox on this machine: install it (Debian: \
+             `apt-get install bubblewrap`) and allow user namespaces; drivers are never \
+             compiled outside it"
+                .into(),
+        ));
+    }
     let credentials = request
         .credentials
         .as_ref()
@@ -268,39 +279,49 @@ fn run(
     }
     .checkout(&request.repository, &request.commit, &source)?;
 
-    let package_dir = request.path.join_to(&source);
-    let manifest = package_dir.join("Cargo.toml");
-    if !manifest.is_file() {
-        return Err(BuildError::Package(format!(
-            "{} has no Cargo.toml at commit {}",
-            request.path, request.commit
-        )));
-    }
-    let cargo_home = cargo_home();
-    let target = workspace.target();
+    let package_dir = contained(&source, &request.path)?;
+    let toolchain = toolchain::resolve(
+        toolchain::pinned_channel(&source, &package_dir)?.as_deref(),
+        &workspace.root,
+    )?;
+    std::fs::create_dir_all(&request.cargo_home).map_err(|e| {
+        BuildError::Io(format!(
+            "cannot create the crates cache {}: {e}",
+            request.cargo_home.display()
+        ))
+    })?;
+    let inside_package = sandbox::inside(&source, &package_dir)
+        .ok_or_else(|| BuildError::Package("the package path is not UTF-8".into()))?;
+    let environment = [
+        ("SOURCE_DATE_EPOCH", source_date_epoch.to_string()),
+        ("WARDEN_SOURCE_COMMIT", request.commit.to_string()),
+    ];
     let mut tools = Tools {
         redactor: &redactor,
         tail,
         progress,
-        root: &workspace.root,
-        source: &source,
-        target: &target,
-        cargo_home: &cargo_home,
-        source_date_epoch,
-        commit: &request.commit,
     };
 
-    progress_stage(&mut tools, "fetch");
-    let mut fetch = tools.cargo(&package_dir);
-    fetch
-        .args(["fetch", "--locked", "--target", TARGET])
-        .envs(process::network_variables());
-    tools.run(fetch, "fetch the locked crates")?;
+    (tools.progress)(Progress::Stage("fetch"));
+    let fetching = Sandbox {
+        build_root: &workspace.root,
+        toolchain: &toolchain.dir,
+        cargo_home: &request.cargo_home,
+        fetching: true,
+        hidden: cargo_configuration(&source, &package_dir),
+    };
+    let mut fetch = fetching.command(&inside_package, FETCH_LIMIT, &environment, "cargo");
+    fetch.args(["fetch", "--locked", "--target", TARGET]);
+    tools.run(fetch, "fetch the locked crates", FETCH_LIMIT)?;
 
-    let package = tools.package_of(&package_dir, &manifest)?;
-    let toolchain = tools.toolchain(&package_dir)?;
+    let compiling = Sandbox {
+        fetching: false,
+        hidden: Vec::new(),
+        ..fetching
+    };
+    let package = tools.package_of(&compiling, &inside_package, &environment)?;
 
-    progress_stage(&mut tools, "compile");
+    (tools.progress)(Progress::Stage("compile"));
     let command: Vec<String> = [
         "cargo",
         "build",
@@ -312,34 +333,32 @@ fn run(
     ]
     .map(String::from)
     .to_vec();
-    let compile = tools.compile(&request.path, isolation, command.get(1..).unwrap_or(&[]));
-    tools.run(compile, "compile the driver")?;
+    let mut compile = compiling.command(&inside_package, COMPILE_LIMIT, &environment, "cargo");
+    compile.args(command.get(1..).unwrap_or(&[]));
+    tools.run(compile, "compile the driver", COMPILE_LIMIT)?;
 
-    let artifact = target
+    let artifact = workspace
+        .root
+        .join("target")
         .join(TARGET)
         .join("release")
         .join(format!("{}.wasm", package.library));
-    let size = std::fs::metadata(&artifact)
-        .map_err(|e| {
-            BuildError::Package(format!(
-                "the build made no component at {} ({e}); is {} a driver package (crate-type \
-                 cdylib)?",
-                artifact
-                    .strip_prefix(&target)
-                    .unwrap_or(&artifact)
-                    .display(),
-                request.path
-            ))
-        })?
-        .len();
-    if size > MAX_COMPONENT {
+    // The build wrote this directory: the component must be a plain file in it.
+    let metadata = std::fs::symlink_metadata(&artifact).map_err(|e| {
+        BuildError::Package(format!(
+            "the build made no component {TARGET}/release/{}.wasm ({e}); is {} a driver \
+             package (crate-type cdylib)?",
+            package.library, request.path
+        ))
+    })?;
+    if !metadata.is_file() || metadata.len() > MAX_COMPONENT {
         return Err(BuildError::Package(format!(
-            "the component is {size} bytes, more than the {MAX_COMPONENT} allowed"
+            "the component is not a plain file of at most {MAX_COMPONENT} bytes"
         )));
     }
     let component = std::fs::read(&artifact)
         .map_err(|e| BuildError::Io(format!("cannot read the built component: {e}")))?;
-    progress_stage(&mut tools, "done");
+    (tools.progress)(Progress::Stage("done"));
     Ok((
         BuildRecord {
             repository: request.repository.location().to_string(),
@@ -347,27 +366,60 @@ fn run(
             path: request.path.to_string(),
             package: package.name,
             command,
-            toolchain,
+            toolchain: toolchain.version,
             source_date_epoch,
-            isolation,
+            sandbox: "bubblewrap: no network while compiling; checkout, target directory, \
+                      crates cache and toolchain at fixed paths"
+                .to_string(),
             digest: crate::component::digest(&component),
-            size,
+            size: metadata.len(),
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         },
         component,
     ))
 }
 
-fn progress_stage(tools: &mut Tools<'_>, stage: &'static str) {
-    (tools.progress)(Progress::Stage(stage));
+/// The package directory `path` inside `source`, checked to be a real directory there
+/// (no component of it a symbolic link out of the checkout) with a `Cargo.toml` that is a
+/// plain file.
+fn contained(source: &Path, path: &PackagePath) -> Result<PathBuf, BuildError> {
+    let package_dir = path.join_to(source);
+    let missing = || BuildError::Package(format!("{path} is not a directory of the commit"));
+    let real_source = std::fs::canonicalize(source)
+        .map_err(|e| BuildError::Io(format!("cannot resolve the checkout: {e}")))?;
+    let real_package = std::fs::canonicalize(&package_dir).map_err(|_| missing())?;
+    if real_package != real_source.join(path.as_str()) || !real_package.is_dir() {
+        return Err(BuildError::Package(format!(
+            "{path} is, or passes through, a symbolic link; give the package's real directory"
+        )));
+    }
+    let manifest = std::fs::symlink_metadata(package_dir.join("Cargo.toml"))
+        .map_err(|_| BuildError::Package(format!("{path} has no Cargo.toml")))?;
+    if !manifest.is_file() {
+        return Err(BuildError::Package(format!(
+            "{path}/Cargo.toml is not a plain file"
+        )));
+    }
+    Ok(package_dir)
 }
 
-/// Cargo's home: where fetched crates are cached between builds.
-fn cargo_home() -> PathBuf {
-    std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")))
-        .unwrap_or_else(|| PathBuf::from(".cargo"))
+/// The sandbox paths of the repository's `.cargo` directories that cargo would read for
+/// `package_dir` (it reads one in every directory from there up): hidden while fetching.
+fn cargo_configuration(source: &Path, package_dir: &Path) -> Vec<String> {
+    let mut hidden = Vec::new();
+    let mut dir = Some(package_dir);
+    while let Some(current) = dir {
+        if current.join(".cargo").exists()
+            && let Some(inside) = sandbox::inside(source, &current.join(".cargo"))
+        {
+            hidden.push(inside);
+        }
+        if current == source {
+            break;
+        }
+        dir = current.parent();
+    }
+    hidden
 }
 
 /// The package being built.
@@ -377,87 +429,32 @@ struct Package {
     library: String,
 }
 
-/// Runs cargo and rustc for one build.
+/// Runs the sandboxed tools of one build.
 struct Tools<'a> {
     redactor: &'a Redactor,
     tail: &'a mut OutputTail,
     progress: &'a mut dyn FnMut(Progress),
-    root: &'a Path,
-    source: &'a Path,
-    target: &'a Path,
-    cargo_home: &'a Path,
-    source_date_epoch: u64,
-    commit: &'a Commit,
 }
 
 impl Tools<'_> {
-    /// cargo in `dir`, outside any namespace, with the build's environment.
-    fn cargo(&self, dir: &Path) -> std::process::Command {
-        let mut command = clean_command("cargo", dir, Isolation::None);
-        self.environment(&mut command, self.source, self.target);
-        command
-    }
-
-    /// The compile: `cargo <args>` in the package directory, in `isolation`. Isolated, the
-    /// build's directory is mounted at [`MOUNTED`] in the compiler's own mount namespace,
-    /// so the compiler sees the same paths in every build: the crate identities cargo
-    /// derives from a path dependency's directory, and with them the code, do not depend
-    /// on where the build ran.
-    fn compile(
-        &self,
-        package: &PackagePath,
-        isolation: Isolation,
-        args: &[String],
-    ) -> std::process::Command {
-        if isolation == Isolation::None {
-            let mut command = self.cargo(&package.join_to(self.source));
-            command.args(args);
-            return command;
-        }
-        let mut command = clean_command("sh", self.root, isolation);
-        command
-            .args([
-                "-c",
-                &format!(r#"mount --bind "$1" {MOUNTED} && cd "{MOUNTED}/src/$2" && shift 2 && exec "$@""#),
-                "sh",
-            ])
-            .arg(self.root)
-            .arg(package.as_str())
-            .arg("cargo")
-            .args(args);
-        let mounted = Path::new(MOUNTED);
-        self.environment(&mut command, &mounted.join("src"), &mounted.join("target"));
-        command
-    }
-
-    /// The build's environment for cargo, with the checkout and target directory at
-    /// `source` and `target` as the compiler sees them: the paths remapped, the commit
-    /// for the SDK's provenance.
-    fn environment(&self, command: &mut std::process::Command, source: &Path, target: &Path) {
-        let remap = |from: &Path, to: &str| format!("--remap-path-prefix={}={to}", from.display());
-        let flags = [
-            remap(source, "/warden/src"),
-            remap(target, "/warden/target"),
-            remap(self.cargo_home, "/cargo"),
-        ];
-        command
-            .env("CARGO_HOME", self.cargo_home)
-            .env("CARGO_TARGET_DIR", target)
-            .env("CARGO_ENCODED_RUSTFLAGS", flags.join("\x1f"))
-            .env("CARGO_TERM_COLOR", "never")
-            .env("CARGO_INCREMENTAL", "0")
-            .env("SOURCE_DATE_EPOCH", self.source_date_epoch.to_string())
-            .env("WARDEN_SOURCE_COMMIT", self.commit.as_str());
-    }
-
-    fn run(&mut self, command: std::process::Command, what: &str) -> Result<String, BuildError> {
+    fn run(
+        &mut self,
+        command: std::process::Command,
+        what: &str,
+        limit: Duration,
+    ) -> Result<String, BuildError> {
         let progress = &mut *self.progress;
         let finished = process::run(command, self.redactor, self.tail, &mut |line| {
             progress(Progress::Line(line.to_string()))
         })
-        .map_err(|e| BuildError::Io(format!("could not run cargo to {what}: {e}")))?;
+        .map_err(|e| BuildError::Io(format!("could not start the sandbox to {what}: {e}")))?;
         if finished.status.success() {
             Ok(finished.stdout)
+        } else if process::timed_out(&finished.status) {
+            Err(BuildError::Cargo(format!(
+                "could not {what} within {} minutes",
+                limit.as_secs() / 60
+            )))
         } else {
             Err(BuildError::Cargo(format!(
                 "cargo could not {what} ({}); the output's end says why",
@@ -466,10 +463,16 @@ impl Tools<'_> {
         }
     }
 
-    /// The package whose manifest is `manifest`, from `cargo metadata` (offline: the
+    /// The package in the sandbox directory `dir`, from `cargo metadata` (offline: the
     /// crates are fetched by now).
-    fn package_of(&mut self, dir: &Path, manifest: &Path) -> Result<Package, BuildError> {
-        let mut metadata = self.cargo(dir);
+    fn package_of(
+        &mut self,
+        sandbox: &Sandbox<'_>,
+        dir: &str,
+        environment: &[(&str, String)],
+    ) -> Result<Package, BuildError> {
+        let limit = Duration::from_secs(120);
+        let mut metadata = sandbox.command(dir, limit, environment, "cargo");
         metadata.args([
             "metadata",
             "--format-version=1",
@@ -490,7 +493,6 @@ impl Tools<'_> {
                 finished.status
             )));
         }
-        let json = finished.stdout.lines().find(|line| line.starts_with('{'));
         /// What is read of `cargo metadata`.
         #[derive(Deserialize)]
         struct Metadata {
@@ -507,17 +509,15 @@ impl Tools<'_> {
             name: String,
             kind: Vec<String>,
         }
+        let json = finished.stdout.lines().find(|line| line.starts_with('{'));
         let metadata: Metadata = json
             .and_then(|line| serde_json::from_str(line).ok())
             .ok_or_else(|| BuildError::Package("cargo metadata printed no JSON".into()))?;
-        let wanted = std::fs::canonicalize(manifest)
-            .map_err(|e| BuildError::Io(format!("cannot resolve {}: {e}", manifest.display())))?;
+        let wanted = Path::new(dir).join("Cargo.toml");
         let package = metadata
             .packages
             .into_iter()
-            .find(|package| {
-                std::fs::canonicalize(&package.manifest_path).is_ok_and(|path| path == wanted)
-            })
+            .find(|package| package.manifest_path == wanted)
             .ok_or_else(|| BuildError::Package("the manifest declares no package".into()))?;
         let library = package
             .targets
@@ -533,28 +533,31 @@ impl Tools<'_> {
             name: package.name,
         })
     }
-
-    /// `rustc -vV` as the repository's toolchain file selects it.
-    fn toolchain(&mut self, dir: &Path) -> Result<String, BuildError> {
-        let mut rustc = clean_command("rustc", dir, Isolation::None);
-        rustc.arg("-vV");
-        let mut scratch = OutputTail::default();
-        let finished = process::run(rustc, self.redactor, &mut scratch, &mut |_| {})
-            .map_err(|e| BuildError::Io(format!("could not run rustc: {e}")))?;
-        if !finished.status.success() {
-            return Err(BuildError::Cargo(format!(
-                "rustc -vV failed ({}): {}",
-                finished.status,
-                scratch.text()
-            )));
-        }
-        Ok(finished.stdout.trim_end().to_string())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_package_path_through_a_link_is_refused() {
+        let root = std::env::temp_dir().join(format!("warden-contained-{}", random_suffix()));
+        let source = root.join("src");
+        std::fs::create_dir_all(source.join("drivers/real")).unwrap();
+        std::fs::write(source.join("drivers/real/Cargo.toml"), "[package]").unwrap();
+        std::os::unix::fs::symlink(root.join("elsewhere"), source.join("drivers/out")).unwrap();
+        std::fs::create_dir_all(root.join("elsewhere")).unwrap();
+        std::fs::write(root.join("elsewhere/Cargo.toml"), "[package]").unwrap();
+        std::fs::create_dir_all(source.join("drivers/linked")).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", source.join("drivers/linked/Cargo.toml"))
+            .unwrap();
+        let path = |text: &str| text.parse::<PackagePath>().unwrap();
+        assert!(contained(&source, &path("drivers/real")).is_ok());
+        for bad in ["drivers/out", "drivers/linked", "drivers/missing"] {
+            assert!(contained(&source, &path(bad)).is_err(), "{bad}");
+        }
+        remove_tree(&root);
+    }
 
     #[test]
     fn a_workspace_is_removed_after_use() {

@@ -1,14 +1,14 @@
-//! Running the build's tools: a clean environment, output streamed line by line to the
-//! caller and kept (its tail) for the record, credentials blanked out of both, and the
-//! network namespace the compiler runs in.
+//! Running the build's tools: a clean environment, a time limit, output streamed line by
+//! line to the caller and kept (its tail) for the record, credentials and terminal control
+//! characters blanked out of both.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::sync::mpsc;
+use std::time::Duration;
 
 use zeroize::Zeroizing;
 
@@ -68,9 +68,13 @@ impl Redactor {
         Redactor { secrets }
     }
 
-    /// `text` with every secret replaced by `<redacted>`.
+    /// `text` with every secret replaced by `<redacted>` and control characters (terminal
+    /// escape sequences a repository could print) replaced by `?`.
     pub fn clean(&self, text: &str) -> String {
-        let mut text = text.to_string();
+        let mut text: String = text
+            .chars()
+            .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
+            .collect();
         for secret in &self.secrets {
             if text.contains(secret.as_str()) {
                 text = text.replace(secret.as_str(), "<redacted>");
@@ -162,24 +166,18 @@ pub fn run(
     Ok(Finished { status, stdout })
 }
 
-/// A command for one of the build's tools, run in `isolation` (`unshare`), with a clean
-/// environment: `PATH`, `HOME`, the rustup settings and a C locale, and nothing else of
-/// the caller's. Cargo variables, `RUSTFLAGS`, `RUSTC_WRAPPER`, compiler and linker
-/// variables a build script would read, or a `RUSTUP_TOOLCHAIN` that would override the
-/// repository's `rust-toolchain.toml` would all make the output depend on who ran the
-/// build.
-pub fn clean_command(program: &str, dir: &Path, isolation: Isolation) -> Command {
-    let mut command = if isolation == Isolation::None {
-        Command::new(program)
-    } else {
-        let mut unshare = Command::new("unshare");
-        unshare
-            .args(isolation.unshare_args())
-            .arg("--")
-            .arg(program);
-        unshare
-    };
-    command.env_clear().current_dir(dir);
+/// A command for one of the host's own tools (git, rustup), killed with its whole process
+/// group after `limit` (`timeout`), with a clean environment: `PATH`, `HOME`, the rustup
+/// settings and a C locale, and nothing else of the caller's. Cargo variables,
+/// `RUSTFLAGS`, `RUSTC_WRAPPER`, compiler and linker variables, or a `RUSTUP_TOOLCHAIN`
+/// would make the output depend on who ran the build.
+pub fn clean_command(program: &str, dir: &Path, limit: Duration) -> Command {
+    let mut command = Command::new("timeout");
+    command
+        .args(["--kill-after=10", &format!("{}s", limit.as_secs().max(1))])
+        .arg(program)
+        .env_clear()
+        .current_dir(dir);
     for (key, value) in std::env::vars_os() {
         if keep_variable(&key) {
             command.env(key, value);
@@ -187,6 +185,11 @@ pub fn clean_command(program: &str, dir: &Path, isolation: Isolation) -> Command
     }
     command.env("LC_ALL", "C").env("TZ", "UTC");
     command
+}
+
+/// The exit status `timeout` reports when it stopped the command.
+pub fn timed_out(status: &ExitStatus) -> bool {
+    matches!(status.code(), Some(124 | 137))
 }
 
 /// Whether a variable of the caller's environment is passed to the build's tools.
@@ -207,58 +210,13 @@ pub fn network_variables() -> Vec<(OsString, OsString)> {
                 matches!(
                     key.to_ascii_lowercase().as_str(),
                     "http_proxy" | "https_proxy" | "all_proxy" | "no_proxy"
-                ) || matches!(key, "SSL_CERT_FILE" | "SSL_CERT_DIR" | "GIT_SSL_CAINFO")
+                ) || matches!(
+                    key,
+                    "SSL_CERT_FILE" | "SSL_CERT_DIR" | "GIT_SSL_CAINFO" | "SSH_AUTH_SOCK"
+                )
             })
         })
         .collect()
-}
-
-/// How the compiler is kept off the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Isolation {
-    /// New network and mount namespaces (`unshare --net --mount`): only a loopback
-    /// interface that is down, so nothing can be reached, not even 127.0.0.1; mounts made
-    /// for the build are seen by nobody else.
-    NetworkNamespace,
-    /// The same in a new user namespace (`unshare --user --map-root-user --net --mount`),
-    /// for a host that does not run as root.
-    UserNetworkNamespace,
-    /// None: the caller chose `danger_build_with_network`.
-    None,
-}
-
-impl Isolation {
-    /// The `unshare` arguments that put a command into this isolation.
-    pub fn unshare_args(self) -> &'static [&'static str] {
-        match self {
-            Isolation::NetworkNamespace => &["--net", "--mount"],
-            Isolation::UserNetworkNamespace => &["--user", "--map-root-user", "--net", "--mount"],
-            Isolation::None => &[],
-        }
-    }
-}
-
-/// The isolation this machine offers, found once per process by trying it (a bind mount
-/// in the new namespaces included): the plain form works for root (or with
-/// `CAP_SYS_ADMIN`), the user-namespace form for others where the kernel allows
-/// unprivileged user namespaces.
-pub fn available_isolation() -> Option<Isolation> {
-    static FOUND: OnceLock<Option<Isolation>> = OnceLock::new();
-    *FOUND.get_or_init(|| {
-        [Isolation::NetworkNamespace, Isolation::UserNetworkNamespace]
-            .into_iter()
-            .find(|isolation| {
-                Command::new("unshare")
-                    .args(isolation.unshare_args())
-                    .args(["sh", "-c", "mount --bind / /mnt"])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|status| status.success())
-            })
-    })
 }
 
 #[cfg(test)]
@@ -288,6 +246,7 @@ mod tests {
             redactor.clean("auth hunter2 failed"),
             "auth <redacted> failed"
         );
+        assert_eq!(redactor.clean("\u{1b}[2Jgone\tok"), "?[2Jgone\tok");
     }
 
     #[test]
@@ -310,7 +269,7 @@ mod tests {
 
     #[test]
     fn output_is_streamed_and_kept() {
-        let mut command = clean_command("sh", Path::new("/"), Isolation::None);
+        let mut command = clean_command("sh", Path::new("/"), Duration::from_secs(10));
         command.args(["-c", "echo out; echo err >&2; echo hunter2; exit 3"]);
         let redactor = Redactor::new(vec![Zeroizing::new("hunter2".to_string())]);
         let mut tail = OutputTail::default();

@@ -276,6 +276,12 @@ impl FromStr for Repository {
             ("http" | "https", None) => {
                 return refuse("names a user but no password; pass credentials separately instead");
             }
+            (_, Some(_)) => {
+                return refuse(
+                    "carries a password; SSH logs in with keys, and HTTPS credentials go \
+                     separately",
+                );
+            }
             // ssh://user@host/…: the login name, not a secret.
             _ => {
                 return Ok(Repository {

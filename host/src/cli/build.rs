@@ -27,10 +27,9 @@ pub(super) struct SourceArgs {
     /// Where the build may make its (temporary) working directory.
     #[arg(long, default_value_os_t = std::env::temp_dir())]
     work_dir: PathBuf,
-    /// Compile with network access when this machine cannot run the compiler in its own
-    /// network namespace. Development only.
-    #[arg(long)]
-    danger_build_with_network: bool,
+    /// The crates cache the build fetches into (a cargo home of the builder's own).
+    #[arg(long, default_value_os_t = default_cargo_home())]
+    cargo_home: PathBuf,
     /// Print the compiler's output as it comes.
     #[arg(long, short)]
     verbose: bool,
@@ -62,6 +61,15 @@ pub(super) struct VerifyArgs {
     json: bool,
 }
 
+/// `~/.cache/warden/build-cargo-home`: not the user's own cargo home, which the sandbox
+/// must not write to.
+fn default_cargo_home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(".cache/warden/build-cargo-home")
+}
+
 /// Run the builder for `source`, printing stages (and with --verbose, output) to stderr.
 fn run_build(source: &SourceArgs) -> anyhow::Result<Result<Built, build::Failed>> {
     let credentials = match (
@@ -81,7 +89,7 @@ fn run_build(source: &SourceArgs) -> anyhow::Result<Result<Built, build::Failed>
         commit: source.commit.parse().context("--commit")?,
         path: source.path.parse().context("--path")?,
         work_dir: source.work_dir.clone(),
-        danger_build_with_network: source.danger_build_with_network,
+        cargo_home: source.cargo_home.clone(),
     };
     let verbose = source.verbose;
     Ok(build::build(&request, &mut |progress| match progress {

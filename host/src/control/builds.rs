@@ -82,6 +82,7 @@ impl Control {
         let mirror = build_dir.join("mirrors").join(&repository.id);
         let branch = repository.branch.clone();
         let location = repository.url.clone();
+        let _mirrors = self.inner.mirrors.lock().await;
         let newer = tokio::task::spawn_blocking(move || {
             let location = location
                 .parse::<build::Repository>()
@@ -126,13 +127,21 @@ impl Control {
     }
 
     /// Start the builder task (when this host builds drivers): builds a stopped host left
-    /// running are marked failed first.
+    /// running are marked failed, and their working directories removed, first. One host
+    /// process builds for a database: another one's running builds would be failed too.
     pub(super) fn start_builder(&self) {
-        if self.inner.config.build_dir.is_none() {
+        let Some(build_dir) = self.inner.config.build_dir.clone() else {
             return;
-        }
+        };
         let weak = Arc::downgrade(&self.inner);
         let task = tokio::spawn(async move {
+            let work = build_dir.join("work");
+            let _ = tokio::task::spawn_blocking(move || {
+                for entry in std::fs::read_dir(&work).into_iter().flatten().flatten() {
+                    build::remove_tree(&entry.path());
+                }
+            })
+            .await;
             if let Some(control) = upgrade(&weak) {
                 match control.store().fail_interrupted_builds().await {
                     Ok(0) => {}
@@ -213,7 +222,7 @@ impl Control {
             commit: job.commit.parse().map_err(|e| fail(format!("{e}")))?,
             path: job.path.parse().map_err(|e| fail(format!("{e}")))?,
             work_dir: build_dir.join("work"),
-            danger_build_with_network: self.inner.config.danger_build_with_network,
+            cargo_home: build_dir.join("cargo-home"),
         };
 
         // The build reports into `live`; a ticker copies it to the store.

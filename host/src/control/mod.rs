@@ -55,9 +55,6 @@ pub struct ControlConfig {
     /// Where driver builds run (each in its own directory, removed afterwards); `None`:
     /// this host does not build drivers, and build requests are refused.
     pub build_dir: Option<std::path::PathBuf>,
-    /// Compile drivers with network access when the machine cannot run the compiler in its
-    /// own network namespace. For development only; logged at every build.
-    pub danger_build_with_network: bool,
 }
 
 impl Default for ControlConfig {
@@ -68,7 +65,6 @@ impl Default for ControlConfig {
             prune_every: Duration::from_secs(60 * 60),
             danger_allow_unapproved: false,
             build_dir: None,
-            danger_build_with_network: false,
         }
     }
 }
@@ -173,6 +169,8 @@ struct Inner {
     index_lock: tokio::sync::Mutex<()>,
     /// Wakes the builder when a build is queued.
     build_queued: tokio::sync::Notify,
+    /// Held by an update check while it uses the repositories' mirrors.
+    mirrors: tokio::sync::Mutex<()>,
 }
 
 impl Drop for Inner {
@@ -225,6 +223,7 @@ impl Control {
                 search: search.map(Arc::new),
                 index_lock: tokio::sync::Mutex::new(()),
                 build_queued: tokio::sync::Notify::new(),
+                mirrors: tokio::sync::Mutex::new(()),
             }),
         };
         control.start_builder();

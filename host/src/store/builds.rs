@@ -314,9 +314,9 @@ impl Store {
             ),
             BuildOutcome::Failed { error } => (BuildState::Failed, None, Some(error.clone()), None),
         };
-        sqlx::query(
+        let finished = sqlx::query(
             "UPDATE builds SET state = $2, stage = '', record = $3, error = $4, driver_id = $5, \
-             output = $6, finished_at = $7 WHERE id = $1",
+             output = $6, finished_at = $7 WHERE id = $1 AND state = 'running'",
         )
         .bind(id)
         .bind(state.as_str())
@@ -327,14 +327,17 @@ impl Store {
         .bind(now)
         .execute(tx.conn())
         .await?;
-        append(
-            tx.conn(),
-            now,
-            &NewAuditEntry::new(&Actor::host(), "build.finish", "build", id).details(json!({
-                "state": state.as_str(), "error": error, "driver_id": driver_id,
-            })),
-        )
-        .await?;
+        // A build no longer running (failed as interrupted meanwhile) keeps its end.
+        if finished.rows_affected() == 1 {
+            append(
+                tx.conn(),
+                now,
+                &NewAuditEntry::new(&Actor::host(), "build.finish", "build", id).details(json!({
+                    "state": state.as_str(), "error": error, "driver_id": driver_id,
+                })),
+            )
+            .await?;
+        }
         let build = fetch(tx.conn(), id)
             .await?
             .ok_or_else(|| StoreError::not_found("build", id))?;

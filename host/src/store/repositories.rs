@@ -96,6 +96,18 @@ pub(crate) fn checked_url(url: &str) -> Result<String> {
     Ok(url.to_string())
 }
 
+/// Credentials go only to an HTTPS repository: anything else would send them in the
+/// clear, or nowhere.
+fn check_credentials_scheme(url: &str, credentials: Option<&RepositoryCredentials>) -> Result<()> {
+    if credentials.is_some() && !url.starts_with("https://") {
+        return Err(StoreError::invalid(
+            "credentials",
+            "credentials are sent only to https:// repositories",
+        ));
+    }
+    Ok(())
+}
+
 /// A branch name git accepts, checked conservatively.
 pub(crate) fn checked_branch(branch: Option<&str>) -> Result<Option<String>> {
     let Some(branch) = branch.map(str::trim).filter(|b| !b.is_empty()) else {
@@ -150,6 +162,7 @@ impl Store {
     ) -> Result<RepositoryRecord> {
         let name = checked_name("name", &new.name)?;
         let url = checked_url(&new.url)?;
+        check_credentials_scheme(&url, new.credentials.as_ref())?;
         let branch = checked_branch(new.branch.as_deref())?;
         let id = new_id("repo");
         let now = self.now();
@@ -321,6 +334,18 @@ mod tests {
         assert!(checked_url("ext::sh -c touch% /tmp/x").is_err());
         assert!(checked_url("ftp://example.com/x").is_err());
         assert!(checked_url("https://x/\u{7}y").is_err());
+        assert!(checked_url("ssh://git:secret@git.example.com/x.git").is_err());
+        let credentials = RepositoryCredentials {
+            username: "bot".into(),
+            password: "token".into(),
+        };
+        assert!(check_credentials_scheme("https://git.example.com/x", Some(&credentials)).is_ok());
+        for url in ["http://git.example.com/x", "/srv/git/x", "git@host:x"] {
+            assert!(
+                check_credentials_scheme(url, Some(&credentials)).is_err(),
+                "{url}"
+            );
+        }
         assert!(checked_branch(Some("main")).unwrap() == Some("main".into()));
         assert!(checked_branch(Some("--force")).is_err());
         assert!(checked_branch(Some("a..b")).is_err());
