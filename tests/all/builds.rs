@@ -7,7 +7,7 @@
 //! that cannot reach the host's files or network; a commit that does not compile failing
 //! with the compiler's message kept; bad requests refused.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -15,6 +15,8 @@ use serde_json::Value;
 use warden::control::{Control, ControlConfig, ControlError};
 use warden::runtime::{Runtime, RuntimeConfig};
 use warden::store::{Actor, Approval, BuildJob, BuildState, NewRepository, Store, StoreError};
+
+use warden_tests::serve_process::scratch;
 
 use crate::store::TestDb;
 
@@ -94,16 +96,6 @@ async fn finished(store: &Store, id: &str) -> BuildJob {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     panic!("build {id} did not finish in 5 minutes");
-}
-
-fn scratch(label: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "warden-{label}-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

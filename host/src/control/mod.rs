@@ -658,6 +658,30 @@ impl Control {
         Ok(loaded)
     }
 
+    /// Refuse a driver no reviewer approved, unless `danger_allow_unapproved` (then
+    /// `doing`, such as "starting module mod-…", is logged as a warning every time).
+    fn check_runnable(&self, driver: &DriverRecord, doing: &str) -> Result<(), ControlError> {
+        if driver.approval == Approval::Approved {
+            return Ok(());
+        }
+        if !self.inner.config.danger_allow_unapproved {
+            return Err(ControlError::NotApproved {
+                driver: driver.id.clone(),
+                digest: driver.digest.clone(),
+                state: match driver.approval {
+                    Approval::Revoked => "revoked",
+                    _ => "pending review",
+                },
+            });
+        }
+        tracing::warn!(
+            driver = %driver.id,
+            digest = %driver.digest,
+            "danger_allow_unapproved: {doing}: the driver is not approved by a reviewer"
+        );
+        Ok(())
+    }
+
     /// Start `record` in the runtime from its stored configuration (the caller holds the
     /// lifecycle lock).
     async fn launch(&self, record: &ModuleRecord) -> Result<ModuleHandle, ControlError> {
@@ -666,24 +690,7 @@ impl Control {
         }
         let store = &self.inner.store;
         let driver_record = store.driver(&record.driver_id).await?;
-        if driver_record.approval != Approval::Approved {
-            if !self.inner.config.danger_allow_unapproved {
-                return Err(ControlError::NotApproved {
-                    driver: driver_record.id,
-                    digest: driver_record.digest,
-                    state: match driver_record.approval {
-                        Approval::Revoked => "revoked",
-                        _ => "pending review",
-                    },
-                });
-            }
-            tracing::warn!(
-                module = %record.id,
-                driver = %driver_record.id,
-                digest = %driver_record.digest,
-                "danger_allow_unapproved: starting a module of a driver no reviewer approved"
-            );
-        }
+        self.check_runnable(&driver_record, &format!("starting module {}", record.id))?;
         let driver = self
             .driver(&driver_record.id, &driver_record.digest)
             .await?;

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::runtime::Driver;
 use crate::settings::{Level, ParentKind};
-use crate::store::{Actor, Approval, DriverRecord, ModulePatch, NewAuditEntry, StoreError};
+use crate::store::{Actor, DriverRecord, ModulePatch, NewAuditEntry, StoreError};
 
 use super::{Control, ControlError};
 
@@ -98,7 +98,7 @@ impl Control {
         }
         let old = store.driver(from).await?;
         let new = store.driver(to).await?;
-        self.check_upgrade_target(&new)?;
+        self.check_runnable(&new, "upgrading modules to it")?;
         let transport = |record: &DriverRecord| record.metadata.get("transport").cloned();
         if transport(&old) != transport(&new) {
             return Err(ControlError::Upgrade(format!(
@@ -190,29 +190,6 @@ impl Control {
         Ok(report)
     }
 
-    /// Refuse a target no reviewer approved (unless `danger_allow_unapproved`).
-    fn check_upgrade_target(&self, new: &DriverRecord) -> Result<(), ControlError> {
-        if new.approval == Approval::Approved {
-            return Ok(());
-        }
-        if !self.inner.config.danger_allow_unapproved {
-            return Err(ControlError::NotApproved {
-                driver: new.id.clone(),
-                digest: new.digest.clone(),
-                state: match new.approval {
-                    Approval::Revoked => "revoked",
-                    _ => "pending review",
-                },
-            });
-        }
-        tracing::warn!(
-            driver = %new.id,
-            digest = %new.digest,
-            "danger_allow_unapproved: upgrading modules to a driver no reviewer approved"
-        );
-        Ok(())
-    }
-
     /// Upgrade one module, under the lifecycle lock so that no start, stop or revocation
     /// interleaves. Whatever fails, the store and the runtime end up agreeing: on `to`
     /// when the new version runs, on `from` otherwise.
@@ -234,7 +211,7 @@ impl Control {
         // A revocation may have come while earlier modules were upgraded.
         match store.driver(&new.id).await {
             Ok(now) => {
-                if let Err(error) = self.check_upgrade_target(&now) {
+                if let Err(error) = self.check_runnable(&now, "upgrading modules to it") {
                     return step(UpgradeOutcome::NotAttempted, Some(error.to_string()));
                 }
             }
