@@ -151,6 +151,16 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         .open_store(true)
         .await
         .context("opening the store")?;
+    // The key that signs approvals exists from the first start, so that it can be
+    // published (`GET /signing_keys`) before the first approval.
+    let signing_key = store
+        .signing_key()
+        .await
+        .context("the approval signing key")?;
+    println!(
+        "warden: approvals are signed with {}",
+        signing_key.public_key().id()
+    );
     println!(
         "warden: data directory {} ({})",
         data_dir.root().display(),

@@ -874,9 +874,86 @@ async fn repositories_keep_credentials_sealed_and_builds_report_through_the_api(
     let listed = api.call(Method::GET, builds, None).await;
     assert_eq!(listed.body[0]["id"], build.as_str());
 
+    // A build whose git server never answers is cancelled while it runs: stopped with
+    // everything it started, recorded `cancelled`; an ended build cannot be cancelled.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}/drivers.git", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            connections.push(stream);
+        }
+    });
+    let stalled = api
+        .call(
+            Method::POST,
+            repositories,
+            Some(json!({"name": "Silent", "url": silent_url})),
+        )
+        .await;
+    let stalled = stalled.body["id"].as_str().unwrap().to_string();
+    let queued = api
+        .call(
+            Method::POST,
+            builds,
+            Some(json!({"repository_id": stalled, "commit": commit, "path": "drivers/pjlink"})),
+        )
+        .await;
+    let build = queued.body["id"].as_str().unwrap().to_string();
+    let mut job = Value::Null;
+    for _ in 0..240 {
+        job = api
+            .call(Method::GET, &format!("{builds}/{build}"), None)
+            .await
+            .body;
+        if job["state"] == "running" && job["stage"] == "checkout" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(job["stage"], "checkout", "{job}");
+    let cancelled = api
+        .call(Method::POST, &format!("{builds}/{build}/cancel"), None)
+        .await;
+    assert_eq!(cancelled.status, StatusCode::OK, "{}", cancelled.body);
+    for _ in 0..240 {
+        job = api
+            .call(Method::GET, &format!("{builds}/{build}"), None)
+            .await
+            .body;
+        if job["state"] != "running" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(job["state"], "cancelled", "{job}");
+    assert_eq!(job["error"], "cancelled by danger-no-auth");
+    let again = api
+        .call(Method::POST, &format!("{builds}/{build}/cancel"), None)
+        .await;
+    assert_error(&again, StatusCode::CONFLICT, "conflict", None);
+    held.abort();
+
     // A driver uploaded by hand has a review page and its exact bytes, but no repository
     // to compare with.
     let bytes = std::fs::read(warden_tests::guests::PJLINK).unwrap();
+    // What an uploader says about the source is checked like a repository's.
+    for (query, field) in [
+        (
+            "source_repo=https://bot:token@git.example/x.git",
+            "source_repo",
+        ),
+        ("source_commit=main", "source_commit"),
+    ] {
+        let refused = api
+            .upload(
+                &format!("/api/engine/v2/drivers?{query}"),
+                "application/wasm",
+                bytes.clone(),
+            )
+            .await;
+        assert_error(&refused, StatusCode::BAD_REQUEST, "invalid", Some(field));
+    }
     let driver = api
         .upload("/api/engine/v2/drivers", "application/wasm", bytes.clone())
         .await;

@@ -23,7 +23,7 @@ CREATE TABLE builds (
     commit_sha    TEXT NOT NULL,
     package_path  TEXT NOT NULL,
     state         TEXT NOT NULL
-                  CHECK (state IN ('queued', 'running', 'succeeded', 'failed')),
+                  CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
     -- What it is doing now (cloning, fetching, compiling, ...).
     stage         TEXT NOT NULL DEFAULT '',
     -- The build record (command, toolchain, digest) once it finished.

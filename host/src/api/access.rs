@@ -95,7 +95,7 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/drivers/{id}/attestation", Need::Support),
     rule("POST", "/drivers/{id}/upgrade", Need::Admin),
     rule("GET", "/drivers/{id}/review", Need::Reviewer),
-    rule("GET", "/drivers/{id}/updates", Need::Support),
+    rule("GET", "/drivers/{id}/updates", Need::Reviewer),
     rule("GET", "/drivers/{id}/component", Need::Reviewer),
     rule("GET", "/signing_keys", Need::User),
     // The supply chain: repositories and builds.
@@ -106,6 +106,7 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/builds", Need::Reviewer),
     rule("POST", "/builds", Need::Admin),
     rule("GET", "/builds/{id}", Need::Reviewer),
+    rule("POST", "/builds/{id}/cancel", Need::Admin),
     rule("GET", "/modules", Need::Support),
     rule("GET", "/modules/{id}", Need::Support),
     rule("POST", "/modules", Need::Admin),

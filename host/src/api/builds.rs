@@ -2,7 +2,7 @@
 //! An administrator queues a build (`202 Accepted`); builds run one at a time in the
 //! background; while one runs its `stage` and `output` (the compiler's messages) change,
 //! and when it ends it names the driver registered from it (`pending` review) or says why
-//! it failed.
+//! it failed. An administrator can cancel a queued or running build.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -20,6 +20,7 @@ pub(super) fn router() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(list, request))
         .routes(routes!(show))
+        .routes(routes!(cancel))
 }
 
 /// A build to queue.
@@ -77,6 +78,28 @@ async fn request(
         )
         .await?;
     Ok((StatusCode::ACCEPTED, axum::Json(job)).into_response())
+}
+
+/// Cancel a build: a queued one at once; a running one is stopped with everything its
+/// current step started, and shows `cancelled` once it has stopped.
+#[utoipa::path(
+    post,
+    path = "/builds/{id}/cancel",
+    tag = "builds",
+    params(("id" = String, Path, description = "The build")),
+    responses(
+        (status = 200, description = "The build as it is now", body = BuildJob),
+        (status = 409, description = "The build has already ended", body = super::error::ErrorBody),
+    ),
+)]
+async fn cancel(
+    State(state): State<ApiState>,
+    caller: Principal,
+    Path(id): Path<String>,
+) -> Result<axum::Json<BuildJob>, ApiError> {
+    Ok(axum::Json(
+        state.control.cancel_build(&caller.actor(), &id).await?,
+    ))
 }
 
 /// A build: its state, stage, output and, once built, its record and driver.

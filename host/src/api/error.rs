@@ -225,7 +225,9 @@ impl From<ControlError> for ApiError {
             ControlError::Build(_) => {
                 ApiError::new(StatusCode::CONFLICT, "build_unavailable", error.to_string())
             }
-            ControlError::Load { .. } | ControlError::Search(_) => ApiError::internal(&error),
+            ControlError::Load { .. } | ControlError::Search(_) | ControlError::Internal(_) => {
+                ApiError::internal(&error)
+            }
         }
     }
 }

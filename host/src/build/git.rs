@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::AtomicBool;
 
 use super::process::{self, Finished, OutputTail, Redactor};
 use super::source::{Commit, GitCredentials, Repository};
@@ -14,6 +15,8 @@ pub(super) struct Git<'a> {
     pub credentials: Option<&'a GitCredentials>,
     pub tail: &'a mut OutputTail,
     pub progress: &'a mut dyn FnMut(Progress),
+    /// Set to stop the running git command.
+    pub cancel: &'a AtomicBool,
 }
 
 impl Git<'_> {
@@ -60,9 +63,13 @@ impl Git<'_> {
 
     fn run(&mut self, command: Command, what: &str) -> Result<Finished, BuildError> {
         let progress = &mut *self.progress;
-        let finished = process::run(command, self.redactor, self.tail, &mut |line| {
-            progress(Progress::Line(line.to_string()))
-        })
+        let finished = process::run(
+            command,
+            self.redactor,
+            self.tail,
+            &mut |line| progress(Progress::Line(line.to_string())),
+            self.cancel,
+        )
         .map_err(|e| BuildError::Git(format!("could not run git to {what}: {e}")))?;
         if finished.status.success() {
             Ok(finished)

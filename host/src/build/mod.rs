@@ -28,6 +28,8 @@ mod source;
 pub mod toolchain;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -76,6 +78,9 @@ pub enum BuildError {
     /// A file or process operation of the host failed.
     #[error("{0}")]
     Io(String),
+    /// The build was cancelled.
+    #[error("the build was cancelled")]
+    Cancelled,
 }
 
 /// What a running build reports.
@@ -104,6 +109,8 @@ pub struct BuildRequest {
     /// The builder's crates cache (a cargo home of its own, not a user's): written only
     /// while fetching locked crates, read-only to the compile.
     pub cargo_home: PathBuf,
+    /// Set to stop the build: the running step is terminated with everything it started.
+    pub cancel: Arc<AtomicBool>,
 }
 
 /// What was built and how: kept with the build and the driver, shown to reviewers.
@@ -157,7 +164,11 @@ pub struct Failed {
 pub fn build(request: &BuildRequest, progress: &mut dyn FnMut(Progress)) -> Result<Built, Failed> {
     let mut tail = OutputTail::default();
     let result = Workspace::create(&request.work_dir)
-        .and_then(|workspace| run(request, &workspace, &mut tail, progress));
+        .and_then(|workspace| run(request, &workspace, &mut tail, progress))
+        .map_err(|error| match request.cancel.load(Ordering::Relaxed) {
+            true => BuildError::Cancelled,
+            false => error,
+        });
     match result {
         Ok((record, component)) => Ok(Built {
             record,
@@ -185,11 +196,13 @@ pub fn newer_commits(
     let credentials = credentials.or(repository.embedded_credentials());
     let redactor = Redactor::new(credentials.map(GitCredentials::secrets).unwrap_or_default());
     let mut tail = OutputTail::default();
+    let never = AtomicBool::new(false);
     git::Git {
         redactor: &redactor,
         credentials,
         tail: &mut tail,
         progress: &mut |_| {},
+        cancel: &never,
     }
     .newer_commits(repository, mirror, pinned.as_str(), branch)
 }
@@ -276,6 +289,7 @@ fn run(
         credentials,
         tail: &mut *tail,
         progress: &mut *progress,
+        cancel: &request.cancel,
     }
     .checkout(&request.repository, &request.commit, &source)?;
 
@@ -300,6 +314,7 @@ fn run(
         redactor: &redactor,
         tail,
         progress,
+        cancel: &request.cancel,
     };
 
     (tools.progress)(Progress::Stage("fetch"));
@@ -434,6 +449,7 @@ struct Tools<'a> {
     redactor: &'a Redactor,
     tail: &'a mut OutputTail,
     progress: &'a mut dyn FnMut(Progress),
+    cancel: &'a AtomicBool,
 }
 
 impl Tools<'_> {
@@ -444,9 +460,13 @@ impl Tools<'_> {
         limit: Duration,
     ) -> Result<String, BuildError> {
         let progress = &mut *self.progress;
-        let finished = process::run(command, self.redactor, self.tail, &mut |line| {
-            progress(Progress::Line(line.to_string()))
-        })
+        let finished = process::run(
+            command,
+            self.redactor,
+            self.tail,
+            &mut |line| progress(Progress::Line(line.to_string())),
+            self.cancel,
+        )
         .map_err(|e| BuildError::Io(format!("could not start the sandbox to {what}: {e}")))?;
         if finished.status.success() {
             Ok(finished.stdout)
@@ -482,8 +502,14 @@ impl Tools<'_> {
         ]);
         // The JSON is one long line; it is not build output worth keeping.
         let mut scratch = OutputTail::default();
-        let finished = process::run(metadata, self.redactor, &mut scratch, &mut |_| {})
-            .map_err(|e| BuildError::Io(format!("could not run cargo metadata: {e}")))?;
+        let finished = process::run(
+            metadata,
+            self.redactor,
+            &mut scratch,
+            &mut |_| {},
+            self.cancel,
+        )
+        .map_err(|e| BuildError::Io(format!("could not run cargo metadata: {e}")))?;
         if !finished.status.success() {
             for line in scratch.text().lines() {
                 self.tail.push(line.to_string());

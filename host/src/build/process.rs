@@ -7,9 +7,11 @@ use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
+use rustix::process::{Pid, Signal, kill_process_group};
 use zeroize::Zeroizing;
 
 /// Output kept of a build: the tail, where the compiler's errors are.
@@ -94,12 +96,14 @@ pub struct Finished {
 }
 
 /// Run `command` to the end: every line of its standard output and error goes to
-/// `on_line` (credentials blanked) and to `tail`.
+/// `on_line` (credentials blanked) and to `tail`. When `cancel` becomes true, the command's
+/// process group (a [`clean_command`] leads its own) is terminated.
 pub fn run(
     mut command: Command,
     redactor: &Redactor,
     tail: &mut OutputTail,
     on_line: &mut dyn FnMut(&str),
+    cancel: &AtomicBool,
 ) -> std::io::Result<Finished> {
     command
         .stdin(Stdio::null())
@@ -150,7 +154,22 @@ pub fn run(
     }
     drop(sender);
     let mut stdout = String::new();
-    for (is_stdout, line) in lines {
+    let mut stopping = false;
+    loop {
+        let (is_stdout, line) = match lines.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => {
+                if !stopping && cancel.load(Ordering::Relaxed) {
+                    stopping = true;
+                    // `timeout` leads the tool's process group: the whole group goes.
+                    if let Some(pid) = Pid::from_raw(i32::try_from(child.id()).unwrap_or(0)) {
+                        let _ = kill_process_group(pid, Signal::TERM);
+                    }
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         let line = redactor.clean(&line);
         if is_stdout && stdout.len() < MAX_OUTPUT {
             stdout.push_str(&line);
@@ -268,15 +287,37 @@ mod tests {
     }
 
     #[test]
+    fn a_cancelled_command_is_stopped_with_its_children() {
+        // `sh` starts a `sleep` that holds the output pipe: unless the whole process
+        // group goes, `run` would wait for it.
+        let mut command = clean_command("sh", Path::new("/"), Duration::from_secs(600));
+        command.args(["-c", "echo started; sleep 600; echo never"]);
+        let finished = run(
+            command,
+            &Redactor::default(),
+            &mut OutputTail::default(),
+            &mut |_| {},
+            &AtomicBool::new(true),
+        )
+        .unwrap();
+        assert!(!finished.status.success());
+        assert!(!finished.stdout.contains("never"));
+    }
+
+    #[test]
     fn output_is_streamed_and_kept() {
         let mut command = clean_command("sh", Path::new("/"), Duration::from_secs(10));
         command.args(["-c", "echo out; echo err >&2; echo hunter2; exit 3"]);
         let redactor = Redactor::new(vec![Zeroizing::new("hunter2".to_string())]);
         let mut tail = OutputTail::default();
         let mut seen = Vec::new();
-        let finished = run(command, &redactor, &mut tail, &mut |line| {
-            seen.push(line.to_string())
-        })
+        let finished = run(
+            command,
+            &redactor,
+            &mut tail,
+            &mut |line| seen.push(line.to_string()),
+            &AtomicBool::new(false),
+        )
         .unwrap();
         assert_eq!(finished.status.code(), Some(3));
         seen.sort();

@@ -4,6 +4,7 @@
 //! compiler), resolved to an installed toolchain directory that the sandbox mounts.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -114,8 +115,15 @@ pub fn resolve(channel: Option<&str>, neutral_dir: &Path) -> Result<Toolchain, B
         let mut command = process::clean_command(program, neutral_dir, limit);
         command.args(args);
         let mut output = OutputTail::default();
-        let finished = process::run(command, &Redactor::default(), &mut output, &mut |_| {})
-            .map_err(|e| BuildError::Io(format!("could not run {program}: {e}")))?;
+        let never = AtomicBool::new(false);
+        let finished = process::run(
+            command,
+            &Redactor::default(),
+            &mut output,
+            &mut |_| {},
+            &never,
+        )
+        .map_err(|e| BuildError::Io(format!("could not run {program}: {e}")))?;
         if finished.status.success() {
             Ok(finished.stdout.trim().to_string())
         } else {

@@ -90,6 +90,7 @@ fn run_build(source: &SourceArgs) -> anyhow::Result<Result<Built, build::Failed>
         path: source.path.parse().context("--path")?,
         work_dir: source.work_dir.clone(),
         cargo_home: source.cargo_home.clone(),
+        cancel: Default::default(),
     };
     let verbose = source.verbose;
     Ok(build::build(&request, &mut |progress| match progress {

@@ -292,6 +292,8 @@ pub enum BuildsCommand {
     },
     /// Show one build: state, stage, compiler output, record.
     Show(ShowArgs),
+    /// Cancel a queued or running build.
+    Cancel(ShowArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -415,6 +417,14 @@ pub async fn run(command: Command) -> Result<(), ClientError> {
                 connection,
             } => (connection, list("builds", &args, vec![])),
             BuildsCommand::Show(args) => (args.connection, show("builds", &args.id)),
+            BuildsCommand::Cancel(args) => (
+                args.connection,
+                Call::One(
+                    Method::POST,
+                    format!("/builds/{}/cancel", segment(&args.id)),
+                    None,
+                ),
+            ),
         },
         Command::Modules(command) => modules(command)?,
         Command::Search(args) => {

@@ -31,12 +31,7 @@ impl Control {
                 .await
         })
         .await
-        .map_err(|error| {
-            ControlError::Store(StoreError::Corrupt {
-                record: format!("drivers/{id}"),
-                why: format!("the approval task failed: {error}"),
-            })
-        })?
+        .map_err(|error| ControlError::Internal(format!("the approval task failed: {error}")))?
     }
 
     async fn decide_approval(

@@ -3,6 +3,7 @@
 //! its repository, commit, package and build; progress and the compiler's output are
 //! written to the build's row while it runs, so the API shows them live.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::build::{self, BuildRequest, GitCredentials, OutputTail, Progress};
-use crate::store::{Actor, BuildJob, BuildOutcome, RepositoryRecord};
+use crate::store::{Actor, BuildJob, BuildOutcome, NewAuditEntry, RepositoryRecord};
 
 use super::{Control, ControlError, DriverSource, Inner};
 
@@ -174,14 +175,66 @@ impl Control {
             .push(task);
     }
 
+    /// Cancel build `id`: a queued one at once; a running one is stopped (with everything
+    /// its current step started) and recorded `cancelled` when it has stopped.
+    pub async fn cancel_build(&self, actor: &Actor, id: &str) -> Result<BuildJob, ControlError> {
+        let store = self.store();
+        if let Some(job) = store.cancel_queued_build(actor, id).await? {
+            return Ok(job);
+        }
+        let signalled = {
+            let mut running = self
+                .inner
+                .running_build
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            match running.as_mut() {
+                Some(build) if build.id == id => {
+                    build.cancelled_by = Some(actor.0.clone());
+                    build.cancel.store(true, Ordering::Relaxed);
+                    true
+                }
+                _ => false,
+            }
+        };
+        if !signalled {
+            return Err(ControlError::Build(format!(
+                "build {id} is running on another host process; cancel it there"
+            )));
+        }
+        store
+            .audit(&NewAuditEntry::new(actor, "build.cancel", "build", id))
+            .await?;
+        Ok(store.build(id).await?)
+    }
+
     /// Run one taken build to its end and record how it ended.
     async fn run_build(&self, job: BuildJob) {
         tracing::info!(build = %job.id, commit = %job.commit, path = %job.path, "build started");
-        let (outcome, output) = match self.build_and_register(&job).await {
-            Ok((record, driver_id, output)) => {
+        let cancel = Arc::new(AtomicBool::new(false));
+        *self
+            .inner
+            .running_build
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(RunningBuild {
+            id: job.id.clone(),
+            cancel: cancel.clone(),
+            cancelled_by: None,
+        });
+        let result = self.build_and_register(&job, cancel).await;
+        let cancelled_by = self
+            .inner
+            .running_build
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .and_then(|build| build.cancelled_by);
+        let (outcome, output) = match (result, cancelled_by) {
+            (Ok((record, driver_id, output)), _) => {
                 (BuildOutcome::Succeeded { record, driver_id }, output)
             }
-            Err((error, output)) => (BuildOutcome::Failed { error }, output),
+            (Err((_, output)), Some(by)) => (BuildOutcome::Cancelled { by }, output),
+            (Err((error, output)), None) => (BuildOutcome::Failed { error }, output),
         };
         match &outcome {
             BuildOutcome::Succeeded { driver_id, .. } => {
@@ -189,6 +242,9 @@ impl Control {
             }
             BuildOutcome::Failed { error } => {
                 tracing::warn!(build = %job.id, "build failed: {error}")
+            }
+            BuildOutcome::Cancelled { by } => {
+                tracing::info!(build = %job.id, "build cancelled by {by}")
             }
         }
         if let Err(error) = self.store().finish_build(&job.id, &outcome, &output).await {
@@ -199,6 +255,7 @@ impl Control {
     async fn build_and_register(
         &self,
         job: &BuildJob,
+        cancel: Arc<AtomicBool>,
     ) -> Result<(serde_json::Value, String, String), (String, String)> {
         let fail = |error: String| (error, String::new());
         let build_dir = self
@@ -223,6 +280,7 @@ impl Control {
             path: job.path.parse().map_err(|e| fail(format!("{e}")))?,
             work_dir: build_dir.join("work"),
             cargo_home: build_dir.join("cargo-home"),
+            cancel,
         };
 
         // The build reports into `live`; a ticker copies it to the store.
@@ -281,6 +339,14 @@ impl Control {
             })?;
         Ok((record, driver.id, built.output))
     }
+}
+
+/// The build this host process is running, and how to stop it.
+#[derive(Debug)]
+pub(super) struct RunningBuild {
+    id: String,
+    cancel: Arc<AtomicBool>,
+    cancelled_by: Option<String>,
 }
 
 fn upgrade(weak: &Weak<Inner>) -> Option<Control> {

@@ -131,6 +131,9 @@ pub enum ControlError {
     /// A build or update check that cannot be made as asked.
     #[error("build: {0}")]
     Build(String),
+    /// The host failed (a task that stopped, a stored component that no longer reads).
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// Where a registered component came from.
@@ -171,6 +174,8 @@ struct Inner {
     build_queued: tokio::sync::Notify,
     /// Held by an update check while it uses the repositories' mirrors.
     mirrors: tokio::sync::Mutex<()>,
+    /// The build running now, to cancel it.
+    running_build: Mutex<Option<builds::RunningBuild>>,
 }
 
 impl Drop for Inner {
@@ -224,6 +229,7 @@ impl Control {
                 index_lock: tokio::sync::Mutex::new(()),
                 build_queued: tokio::sync::Notify::new(),
                 mirrors: tokio::sync::Mutex::new(()),
+                running_build: Mutex::new(None),
             }),
         };
         control.start_builder();
@@ -252,9 +258,26 @@ impl Control {
         source_repo: Option<String>,
         source_commit: Option<String>,
     ) -> Result<DriverRecord, ControlError> {
+        // What an uploader says about the source goes into records, the audit log and
+        // signed approvals: an exact commit, and a URL without credentials.
+        let checked = |field: &'static str, result: Result<String, StoreError>| {
+            result.map_err(|error| {
+                ControlError::Store(StoreError::invalid(
+                    field,
+                    match error {
+                        StoreError::Invalid { message, .. } => message,
+                        other => other.to_string(),
+                    },
+                ))
+            })
+        };
         let source = DriverSource {
-            repository: source_repo,
-            commit: source_commit,
+            repository: source_repo
+                .map(|url| checked("source_repo", crate::store::checked_url(&url)))
+                .transpose()?,
+            commit: source_commit
+                .map(|sha| checked("source_commit", crate::store::checked_commit(&sha)))
+                .transpose()?,
             ..DriverSource::default()
         };
         self.register_component(actor, bytes, source).await

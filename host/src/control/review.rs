@@ -181,8 +181,8 @@ impl Control {
         let bytes = self.store().component(digest).await?;
         tokio::task::spawn_blocking(move || component::inspect(&bytes))
             .await
-            .map_err(|e| ControlError::Invalid(format!("inspecting the component failed: {e}")))?
-            .map_err(|e| ControlError::Invalid(e.to_string()))
+            .map_err(|e| ControlError::Internal(format!("inspecting the component failed: {e}")))?
+            .map_err(|e| ControlError::Internal(format!("the stored component {digest}: {e}")))
     }
 }
 

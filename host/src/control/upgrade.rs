@@ -81,7 +81,7 @@ impl Control {
         );
         tokio::spawn(async move { control.run_upgrade(&actor, &from, &to).await })
             .await
-            .map_err(|error| ControlError::Upgrade(format!("the upgrade task failed: {error}")))?
+            .map_err(|error| ControlError::Internal(format!("the upgrade task failed: {error}")))?
     }
 
     async fn run_upgrade(

@@ -31,6 +31,8 @@ pub enum BuildState {
     Succeeded,
     /// Failed; `error` and `output` say why.
     Failed,
+    /// Cancelled by an administrator (`error` says who).
+    Cancelled,
 }
 
 impl BuildState {
@@ -40,6 +42,7 @@ impl BuildState {
             BuildState::Running => "running",
             BuildState::Succeeded => "succeeded",
             BuildState::Failed => "failed",
+            BuildState::Cancelled => "cancelled",
         }
     }
 
@@ -49,6 +52,7 @@ impl BuildState {
             "running" => Some(BuildState::Running),
             "succeeded" => Some(BuildState::Succeeded),
             "failed" => Some(BuildState::Failed),
+            "cancelled" => Some(BuildState::Cancelled),
             _ => None,
         }
     }
@@ -102,6 +106,11 @@ pub enum BuildOutcome {
         /// Why.
         error: String,
     },
+    /// Stopped by a cancellation.
+    Cancelled {
+        /// Who cancelled it.
+        by: String,
+    },
 }
 
 /// The last `MAX_BUILD_OUTPUT` bytes of `output`, cut at a character boundary.
@@ -154,7 +163,7 @@ async fn fetch(conn: &mut AnyConnection, id: &str) -> Result<Option<BuildJob>> {
 }
 
 /// A full commit id (see [`Commit`]), lower-cased.
-pub(crate) fn checked_commit(commit: &str) -> Result<String> {
+pub fn checked_commit(commit: &str) -> Result<String> {
     commit
         .trim()
         .parse::<Commit>()
@@ -313,6 +322,12 @@ impl Store {
                 Some(driver_id.clone()),
             ),
             BuildOutcome::Failed { error } => (BuildState::Failed, None, Some(error.clone()), None),
+            BuildOutcome::Cancelled { by } => (
+                BuildState::Cancelled,
+                None,
+                Some(format!("cancelled by {by}")),
+                None,
+            ),
         };
         let finished = sqlx::query(
             "UPDATE builds SET state = $2, stage = '', record = $3, error = $4, driver_id = $5, \
@@ -343,6 +358,46 @@ impl Store {
             .ok_or_else(|| StoreError::not_found("build", id))?;
         tx.commit().await?;
         Ok(build)
+    }
+
+    /// Cancel build `id` if it is still queued: `Ok(Some(job))` then; `Ok(None)` when it
+    /// is running (the builder must stop it); an error when it has finished.
+    pub async fn cancel_queued_build(&self, actor: &Actor, id: &str) -> Result<Option<BuildJob>> {
+        let now = self.now();
+        let mut tx = self.begin_write().await?;
+        let job = fetch(tx.conn(), id)
+            .await?
+            .ok_or_else(|| StoreError::not_found("build", id))?;
+        match job.state {
+            BuildState::Queued => {}
+            BuildState::Running => return Ok(None),
+            _ => {
+                return Err(StoreError::Conflict(format!(
+                    "build {id} has already ended ({})",
+                    job.state.as_str()
+                )));
+            }
+        }
+        sqlx::query(
+            "UPDATE builds SET state = 'cancelled', error = $2, finished_at = $3 \
+             WHERE id = $1 AND state = 'queued'",
+        )
+        .bind(id)
+        .bind(format!("cancelled by {}", actor.0))
+        .bind(now)
+        .execute(tx.conn())
+        .await?;
+        append(
+            tx.conn(),
+            now,
+            &NewAuditEntry::new(actor, "build.cancel", "build", id),
+        )
+        .await?;
+        let job = fetch(tx.conn(), id)
+            .await?
+            .ok_or_else(|| StoreError::not_found("build", id))?;
+        tx.commit().await?;
+        Ok(Some(job))
     }
 
     /// Builds left running by a host that stopped: failed, so they do not hang forever.

@@ -256,19 +256,28 @@ impl Store {
         rows.iter().map(driver_from).collect()
     }
 
-    /// The approved driver called `name`, other than `except`, approved last: the version
-    /// a reviewer compares a new one with.
+    /// The version a reviewer compares driver `except` with: the driver of the same name
+    /// with another component that was approved last (before `except` was, when it was).
     pub async fn previous_approved_driver(
         &self,
         name: &str,
         except: &str,
     ) -> Result<Option<DriverRecord>> {
+        let this = self.driver(except).await?;
+        // Another component, approved before this one was (when it was).
+        let before = match this.approval {
+            Approval::Approved => this.approved_at.unwrap_or(i64::MAX),
+            _ => i64::MAX,
+        };
         let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM drivers WHERE name = $1 AND id <> $2 \
-             AND approval = 'approved' ORDER BY approved_at DESC, id DESC LIMIT 1"
+            "SELECT {COLUMNS} FROM drivers WHERE name = $1 AND id <> $2 AND digest <> $3 \
+             AND approval = 'approved' AND approved_at < $4 \
+             ORDER BY approved_at DESC, id DESC LIMIT 1"
         ))
         .bind(name)
         .bind(except)
+        .bind(&this.digest)
+        .bind(before)
         .fetch_optional(self.pool())
         .await?;
         row.as_ref().map(driver_from).transpose()

@@ -39,12 +39,14 @@ use sqlx::{Any, AnyPool, Row, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub use audit::{AuditEntry, AuditVerification, NewAuditEntry};
-pub use builds::{BuildJob, BuildOutcome, BuildState, MAX_BUILD_OUTPUT, output_tail};
+pub use builds::{
+    BuildJob, BuildOutcome, BuildState, MAX_BUILD_OUTPUT, checked_commit, output_tail,
+};
 pub use history::{HistoryReport, Transition};
 pub use keys::{KeySource, RotationReport};
 pub use model::*;
 pub use modules::ModuleFilter;
-pub use repositories::{NewRepository, RepositoryCredentials, RepositoryRecord};
+pub use repositories::{NewRepository, RepositoryCredentials, RepositoryRecord, checked_url};
 pub use settings::{SettingsRecord, SettingsVersion};
 pub use sign_in::*;
 pub use signing_keys::SigningKeyInfo;

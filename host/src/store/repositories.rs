@@ -82,7 +82,7 @@ fn binding(id: &str) -> Binding<'_> {
 
 /// A URL git can use safely (see [`Repository`]), without credentials in it: they go in
 /// `credentials`, sealed, where no log or listing shows them.
-pub(crate) fn checked_url(url: &str) -> Result<String> {
+pub fn checked_url(url: &str) -> Result<String> {
     let url = url.trim();
     let repository = url
         .parse::<Repository>()
