@@ -333,28 +333,55 @@ fn changes(before: &Inspection, after: &Inspection) -> ReviewChanges {
 /// Every property of a settings schema by dotted path (nested objects' properties too),
 /// with its schema less its own nested properties, so a change shows once, where it is.
 fn schema_properties(schema: &Value) -> BTreeMap<String, Value> {
+    const BRANCHES: [&str; 3] = ["anyOf", "oneOf", "allOf"];
+    /// The object schemas whose `properties` hold settings below `schema`: itself, and the
+    /// branches of an `anyOf`/`oneOf`/`allOf` (an optional object is
+    /// `{"anyOf": [{…}, {"type": "null"}]}`), as the secret settings are found.
+    fn objects(schema: &Value) -> impl Iterator<Item = &Value> {
+        std::iter::once(schema).chain(
+            BRANCHES
+                .iter()
+                .filter_map(|key| schema.get(*key).and_then(Value::as_array))
+                .flatten(),
+        )
+    }
+    /// `schema` less what is reported at deeper paths: its properties, also in branches.
+    fn own(schema: &Value) -> Value {
+        let mut own = schema.clone();
+        if let Some(object) = own.as_object_mut() {
+            object.remove("properties");
+            for key in BRANCHES {
+                if let Some(branches) = object.get_mut(key).and_then(Value::as_array_mut) {
+                    for branch in branches.iter_mut().filter_map(Value::as_object_mut) {
+                        branch.remove("properties");
+                    }
+                }
+            }
+        }
+        own
+    }
     fn walk(schema: &Value, prefix: &str, out: &mut BTreeMap<String, Value>, depth: usize) {
-        let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
-            return;
-        };
         if depth > 16 {
             return;
         }
-        for (name, property) in properties {
-            let path = if prefix.is_empty() {
-                name.clone()
-            } else {
-                format!("{prefix}.{name}")
+        for object in objects(schema) {
+            let Some(properties) = object.get("properties").and_then(Value::as_object) else {
+                continue;
             };
-            let mut own = property.clone();
-            if let Some(object) = own.as_object_mut() {
-                object.remove("properties");
+            for (name, property) in properties {
+                let path = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}.{name}")
+                };
+                out.insert(path.clone(), own(property));
+                walk(property, &path, out, depth + 1);
             }
-            out.insert(path.clone(), own);
-            walk(property, &path, out, depth + 1);
         }
     }
     let mut out = BTreeMap::new();
+    // The settings object itself (its `required`, `additionalProperties`), as `(settings)`.
+    out.insert("(settings)".to_string(), own(schema));
     walk(schema, "", &mut out, 0);
     out
 }
@@ -397,6 +424,7 @@ mod tests {
                     "password": {"type": "string", "writeOnly": true},
                     "poll": {"type": "integer"},
                     "tls": {"type": "object", "properties": {"ca": {"type": "string"}}},
+                    "proxy": {"anyOf": [{"type": "object", "properties": {"host": {"type": "string"}}}, {"type": "null"}]},
                 }}),
                 4352,
             ),
@@ -414,7 +442,10 @@ mod tests {
                     "tls": {"type": "object", "properties": {
                         "ca": {"type": "string"}, "key": {"type": "string", "writeOnly": true},
                     }},
-                }}),
+                    "proxy": {"anyOf": [{"type": "object", "properties": {
+                        "host": {"type": "string"}, "token": {"type": "string", "writeOnly": true},
+                    }}, {"type": "null"}]},
+                }, "required": ["poll"]}),
                 4353,
             ),
             &[
@@ -437,10 +468,15 @@ mod tests {
             diff.functions_changed[0].level.as_deref(),
             Some("support → admin")
         );
-        assert_eq!(diff.settings_added, vec!["tls.key"]);
+        // An optional object's new key shows at its own path, not as a change of the
+        // object; `required` shows as a change of the settings object.
+        assert_eq!(diff.settings_added, vec!["proxy.token", "tls.key"]);
         assert!(diff.settings_removed.is_empty());
-        assert_eq!(diff.settings_changed, vec!["password", "poll"]);
-        assert_eq!(diff.secrets_added, vec!["tls.key"]);
+        assert_eq!(
+            diff.settings_changed,
+            vec!["(settings)", "password", "poll"]
+        );
+        assert_eq!(diff.secrets_added, vec!["proxy.token", "tls.key"]);
         assert_eq!(diff.secrets_removed, vec!["password"]);
         assert!(!diff.default_settings_changed);
         // The system import is named among the capabilities.
