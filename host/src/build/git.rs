@@ -3,23 +3,19 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::AtomicBool;
 
-use super::process::{self, Finished, OutputTail, Redactor};
+use super::process::{self, Finished};
 use super::source::{Commit, GitCredentials, Repository};
-use super::{BuildError, CHECKOUT_LIMIT, Progress};
+use super::{BuildError, CHECKOUT_LIMIT, Tools};
 
-/// What git needs besides the arguments: where to write the output, whom to log in as.
-pub(super) struct Git<'a> {
-    pub redactor: &'a Redactor,
+/// What git needs besides the arguments: what runs it (and keeps its output), whom to log
+/// in as.
+pub(super) struct Git<'a, 't> {
+    pub tools: &'a mut Tools<'t>,
     pub credentials: Option<&'a GitCredentials>,
-    pub tail: &'a mut OutputTail,
-    pub progress: &'a mut dyn FnMut(Progress),
-    /// Set to stop the running git command.
-    pub cancel: &'a AtomicBool,
 }
 
-impl Git<'_> {
+impl Git<'_, '_> {
     /// A git command in `dir` that reads no configuration of the machine or the user: a
     /// user's `core.autocrlf`, `url.*.insteadOf` or a filter driver would change what is
     /// checked out, or from where. Never prompts (SSH in batch mode too); gives up on a
@@ -62,29 +58,8 @@ impl Git<'_> {
     }
 
     fn run(&mut self, command: Command, what: &str) -> Result<Finished, BuildError> {
-        let progress = &mut *self.progress;
-        let finished = process::run(
-            command,
-            self.redactor,
-            self.tail,
-            &mut |line| progress(Progress::Line(line.to_string())),
-            self.cancel,
-        )
-        .map_err(|e| BuildError::Git(format!("could not run git to {what}: {e}")))?;
-        if finished.status.success() {
-            Ok(finished)
-        } else if process::timed_out(&finished.status) {
-            Err(BuildError::Git(format!(
-                "git could not {what} within {} minutes",
-                CHECKOUT_LIMIT.as_secs() / 60
-            )))
-        } else {
-            // The reason is in the output, which is kept with the build.
-            Err(BuildError::Git(format!(
-                "git could not {what} ({}); the output says why",
-                finished.status
-            )))
-        }
+        self.tools
+            .run(command, "git", what, CHECKOUT_LIMIT, BuildError::Git)
     }
 
     /// Fetch `commit` from `repository` into the new repository `dir` and check it out
@@ -160,7 +135,7 @@ pub struct NewerCommits {
     pub count: u64,
 }
 
-impl Git<'_> {
+impl Git<'_, '_> {
     /// Bring the bare mirror `mirror` of `repository` up to date and count the commits
     /// of `branch` (the remote's default branch when `None`) that `pinned` does not
     /// contain.

@@ -198,11 +198,13 @@ pub fn newer_commits(
     let mut tail = OutputTail::default();
     let never = AtomicBool::new(false);
     git::Git {
-        redactor: &redactor,
+        tools: &mut Tools {
+            redactor: &redactor,
+            tail: &mut tail,
+            progress: &mut |_| {},
+            cancel: &never,
+        },
         credentials,
-        tail: &mut tail,
-        progress: &mut |_| {},
-        cancel: &never,
     }
     .newer_commits(repository, mirror, pinned.as_str(), branch)
 }
@@ -282,14 +284,18 @@ fn run(
         .or(request.repository.embedded_credentials());
     let redactor = Redactor::new(credentials.map(GitCredentials::secrets).unwrap_or_default());
 
-    progress(Progress::Stage("checkout"));
+    let mut tools = Tools {
+        redactor: &redactor,
+        tail,
+        progress,
+        cancel: &request.cancel,
+    };
+
+    (tools.progress)(Progress::Stage("checkout"));
     let source = workspace.source();
     let source_date_epoch = git::Git {
-        redactor: &redactor,
+        tools: &mut tools,
         credentials,
-        tail: &mut *tail,
-        progress: &mut *progress,
-        cancel: &request.cancel,
     }
     .checkout(&request.repository, &request.commit, &source)?;
 
@@ -310,12 +316,6 @@ fn run(
         ("SOURCE_DATE_EPOCH", source_date_epoch.to_string()),
         ("WARDEN_SOURCE_COMMIT", request.commit.to_string()),
     ];
-    let mut tools = Tools {
-        redactor: &redactor,
-        tail,
-        progress,
-        cancel: &request.cancel,
-    };
 
     (tools.progress)(Progress::Stage("fetch"));
     let fetching = Sandbox {
@@ -327,7 +327,13 @@ fn run(
     };
     let mut fetch = fetching.command(&inside_package, FETCH_LIMIT, &environment, "cargo");
     fetch.args(["fetch", "--locked", "--target", TARGET]);
-    tools.run(fetch, "fetch the locked crates", FETCH_LIMIT)?;
+    tools.run(
+        fetch,
+        "cargo",
+        "fetch the locked crates",
+        FETCH_LIMIT,
+        BuildError::Cargo,
+    )?;
 
     let compiling = Sandbox {
         fetching: false,
@@ -350,7 +356,13 @@ fn run(
     .to_vec();
     let mut compile = compiling.command(&inside_package, COMPILE_LIMIT, &environment, "cargo");
     compile.args(command.get(1..).unwrap_or(&[]));
-    tools.run(compile, "compile the driver", COMPILE_LIMIT)?;
+    tools.run(
+        compile,
+        "cargo",
+        "compile the driver",
+        COMPILE_LIMIT,
+        BuildError::Cargo,
+    )?;
 
     let artifact = workspace
         .root
@@ -421,20 +433,18 @@ fn contained(source: &Path, path: &PackagePath) -> Result<PathBuf, BuildError> {
 /// The sandbox paths of the repository's `.cargo` directories that cargo would read for
 /// `package_dir` (it reads one in every directory from there up): hidden while fetching.
 fn cargo_configuration(source: &Path, package_dir: &Path) -> Vec<String> {
-    let mut hidden = Vec::new();
-    let mut dir = Some(package_dir);
-    while let Some(current) = dir {
-        if current.join(".cargo").exists()
-            && let Some(inside) = sandbox::inside(source, &current.join(".cargo"))
-        {
-            hidden.push(inside);
-        }
-        if current == source {
-            break;
-        }
-        dir = current.parent();
-    }
-    hidden
+    up_to(source, package_dir)
+        .map(|dir| dir.join(".cargo"))
+        .filter(|config| config.exists())
+        .filter_map(|config| sandbox::inside(source, &config))
+        .collect()
+}
+
+/// `dir` and its parents up to `source` (which contains it), nearest first: where cargo
+/// and rustup look for their configuration.
+fn up_to<'a>(source: &'a Path, dir: &'a Path) -> impl Iterator<Item = &'a Path> {
+    dir.ancestors()
+        .take_while(move |ancestor| ancestor.starts_with(source))
 }
 
 /// The package being built.
@@ -444,7 +454,8 @@ struct Package {
     library: String,
 }
 
-/// Runs the sandboxed tools of one build.
+/// Runs one build's tools: their output goes to the progress and the tail (credentials
+/// blanked), and a cancellation stops them.
 struct Tools<'a> {
     redactor: &'a Redactor,
     tail: &'a mut OutputTail,
@@ -453,12 +464,16 @@ struct Tools<'a> {
 }
 
 impl Tools<'_> {
+    /// Run `command` (`tool`, to do `what`, within `limit`); a failure is `failed` with a
+    /// message, the reason being in the output.
     fn run(
         &mut self,
         command: std::process::Command,
+        tool: &str,
         what: &str,
         limit: Duration,
-    ) -> Result<String, BuildError> {
+        failed: fn(String) -> BuildError,
+    ) -> Result<process::Finished, BuildError> {
         let progress = &mut *self.progress;
         let finished = process::run(
             command,
@@ -467,17 +482,17 @@ impl Tools<'_> {
             &mut |line| progress(Progress::Line(line.to_string())),
             self.cancel,
         )
-        .map_err(|e| BuildError::Io(format!("could not start the sandbox to {what}: {e}")))?;
+        .map_err(|e| BuildError::Io(format!("could not start {tool} to {what}: {e}")))?;
         if finished.status.success() {
-            Ok(finished.stdout)
+            Ok(finished)
         } else if process::timed_out(&finished.status) {
-            Err(BuildError::Cargo(format!(
-                "could not {what} within {} minutes",
+            Err(failed(format!(
+                "{tool} could not {what} within {} minutes",
                 limit.as_secs() / 60
             )))
         } else {
-            Err(BuildError::Cargo(format!(
-                "cargo could not {what} ({}); the output's end says why",
+            Err(failed(format!(
+                "{tool} could not {what} ({}); the output says why",
                 finished.status
             )))
         }

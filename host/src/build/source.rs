@@ -28,7 +28,7 @@ impl FromStr for Commit {
 
     fn from_str(text: &str) -> Result<Self, BuildError> {
         let lower = text.to_ascii_lowercase();
-        if matches!(lower.len(), 40 | 64) && lower.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if crate::component::is_full_commit(&lower) {
             Ok(Commit(lower))
         } else {
             Err(BuildError::InvalidInput(format!(

@@ -29,8 +29,7 @@ pub struct Toolchain {
 /// package's directory up to the checkout's root, as rustup looks for it. `None` when
 /// there is none (the host's default toolchain is used, and recorded).
 pub fn pinned_channel(source: &Path, package_dir: &Path) -> Result<Option<String>, BuildError> {
-    let mut dir = Some(package_dir);
-    while let Some(current) = dir {
+    for current in super::up_to(source, package_dir) {
         for name in ["rust-toolchain.toml", "rust-toolchain"] {
             let file = current.join(name);
             // A link could name any file of the host; the file must be the repository's.
@@ -43,10 +42,6 @@ pub fn pinned_channel(source: &Path, package_dir: &Path) -> Result<Option<String
                 return parse(&text).map(Some).map_err(|why| invalid(&file, &why));
             }
         }
-        if current == source {
-            break;
-        }
-        dir = current.parent();
     }
     Ok(None)
 }

@@ -167,7 +167,7 @@ impl Control {
             .iter()
             .filter_map(|key| PublicKey::parse(&key.public_key).ok())
             .collect::<Vec<_>>();
-        let previous = match store.previous_approved_driver(&driver.name, id).await? {
+        let previous = match store.previous_approved_driver(&driver).await? {
             Some(previous) => {
                 let before = self.inspect_stored(&previous.digest).await?;
                 Some((previous, before))

@@ -239,28 +239,17 @@ impl Store {
 
     /// Builds, newest first; `q` matches the package path.
     pub async fn list_builds(&self, query: &ListQuery) -> Result<Page<BuildJob>> {
-        let (limit, offset) = query.bounds();
-        let pattern = super::like_pattern(query.q.as_deref().unwrap_or(""));
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM builds WHERE LOWER(package_path) LIKE $1 ESCAPE '\\' \
-             ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
-        ))
-        .bind(&pattern)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(self.pool())
-        .await?;
-        let total: i64 = sqlx::query(
-            "SELECT COUNT(*) AS n FROM builds WHERE LOWER(package_path) LIKE $1 ESCAPE '\\'",
+        self.list_matching(
+            &super::Listing {
+                table: "builds",
+                columns: COLUMNS,
+                matched: "package_path",
+                order: "created_at DESC, id DESC",
+                from_row: build_from,
+            },
+            query,
         )
-        .bind(&pattern)
-        .fetch_one(self.pool())
-        .await?
-        .try_get("n")?;
-        Ok(Page {
-            items: rows.iter().map(build_from).collect::<Result<_>>()?,
-            total,
-        })
+        .await
     }
 
     /// Take the oldest queued build and mark it running; `None` when none waits.

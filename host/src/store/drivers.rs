@@ -9,7 +9,7 @@ use super::model::{
     Actor, Approval, ApprovalDecision, DriverRecord, ListQuery, NewDriver, Page, checked_name,
 };
 use super::settings::delete_parent_settings;
-use super::{Result, Store, StoreError, json_column, like_pattern, new_id};
+use super::{Result, Store, StoreError, json_column, new_id};
 use crate::settings::ParentKind;
 
 const COLUMNS: &str = "id, name, module_name, digest, metadata, source_repo, source_commit, approval, \
@@ -138,27 +138,17 @@ impl Store {
 
     /// Drivers by name.
     pub async fn list_drivers(&self, query: &ListQuery) -> Result<Page<DriverRecord>> {
-        let (limit, offset) = query.bounds();
-        let pattern = like_pattern(query.q.as_deref().unwrap_or(""));
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM drivers WHERE LOWER(name) LIKE $1 ESCAPE '\\' \
-             ORDER BY name, id LIMIT $2 OFFSET $3"
-        ))
-        .bind(&pattern)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(self.pool())
-        .await?;
-        let total: i64 =
-            sqlx::query("SELECT COUNT(*) AS n FROM drivers WHERE LOWER(name) LIKE $1 ESCAPE '\\'")
-                .bind(&pattern)
-                .fetch_one(self.pool())
-                .await?
-                .try_get("n")?;
-        Ok(Page {
-            items: rows.iter().map(driver_from).collect::<Result<_>>()?,
-            total,
-        })
+        self.list_matching(
+            &super::Listing {
+                table: "drivers",
+                columns: COLUMNS,
+                matched: "name",
+                order: "name, id",
+                from_row: driver_from,
+            },
+            query,
+        )
+        .await
     }
 
     /// The component with `digest`, checked against it on the way out.
@@ -256,14 +246,12 @@ impl Store {
         rows.iter().map(driver_from).collect()
     }
 
-    /// The version a reviewer compares driver `except` with: the driver of the same name
-    /// with another component that was approved last (before `except` was, when it was).
+    /// The version a reviewer compares driver `this` with: the driver of the same name
+    /// with another component that was approved last (before `this` was, when it was).
     pub async fn previous_approved_driver(
         &self,
-        name: &str,
-        except: &str,
+        this: &DriverRecord,
     ) -> Result<Option<DriverRecord>> {
-        let this = self.driver(except).await?;
         // Another component, approved before this one was (when it was).
         let before = match this.approval {
             Approval::Approved => this.approved_at.unwrap_or(i64::MAX),
@@ -274,8 +262,8 @@ impl Store {
              AND approval = 'approved' AND approved_at < $4 \
              ORDER BY approved_at DESC, id DESC LIMIT 1"
         ))
-        .bind(name)
-        .bind(except)
+        .bind(&this.name)
+        .bind(&this.id)
         .bind(&this.digest)
         .bind(before)
         .fetch_optional(self.pool())

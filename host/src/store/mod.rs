@@ -326,6 +326,58 @@ pub(crate) fn json_column<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// One table listed by a text column: which, and how its rows are read.
+pub(crate) struct Listing<T> {
+    /// The table.
+    pub table: &'static str,
+    /// The columns selected, as `from_row` reads them.
+    pub columns: &'static str,
+    /// The column `q` must occur in (case-insensitive).
+    pub matched: &'static str,
+    /// `ORDER BY` of the page.
+    pub order: &'static str,
+    /// A row as the record.
+    pub from_row: fn(&AnyRow) -> Result<T>,
+}
+
+impl Store {
+    /// The page `query` asks for of `listing`'s rows whose matched column contains
+    /// `query.q`, with the total over every page.
+    pub(crate) async fn list_matching<T>(
+        &self,
+        listing: &Listing<T>,
+        query: &ListQuery,
+    ) -> Result<Page<T>> {
+        let Listing {
+            table,
+            columns,
+            matched,
+            order,
+            from_row,
+        } = listing;
+        let (limit, offset) = query.bounds();
+        let pattern = like_pattern(query.q.as_deref().unwrap_or(""));
+        let filter = format!("FROM {table} WHERE LOWER({matched}) LIKE $1 ESCAPE '\\'");
+        let rows = sqlx::query(&format!(
+            "SELECT {columns} {filter} ORDER BY {order} LIMIT $2 OFFSET $3"
+        ))
+        .bind(&pattern)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(self.pool())
+        .await?;
+        let total: i64 = sqlx::query(&format!("SELECT COUNT(*) AS n {filter}"))
+            .bind(&pattern)
+            .fetch_one(self.pool())
+            .await?
+            .try_get("n")?;
+        Ok(Page {
+            items: rows.iter().map(from_row).collect::<Result<_>>()?,
+            total,
+        })
+    }
+}
+
 /// `q` as a case-insensitive `LIKE` pattern matching it anywhere.
 pub(crate) fn like_pattern(q: &str) -> String {
     let mut pattern = String::from("%");

@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 
 use super::audit::{NewAuditEntry, append};
 use super::model::{Actor, ListQuery, Page, checked_name};
-use super::{Result, Store, StoreError, like_pattern, new_id};
+use super::{Result, Store, StoreError, new_id};
 use crate::build::Repository;
 use crate::crypto::Binding;
 
@@ -237,28 +237,17 @@ impl Store {
 
     /// Repositories by name.
     pub async fn list_repositories(&self, query: &ListQuery) -> Result<Page<RepositoryRecord>> {
-        let (limit, offset) = query.bounds();
-        let pattern = like_pattern(query.q.as_deref().unwrap_or(""));
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM repositories WHERE LOWER(name) LIKE $1 ESCAPE '\\' \
-             ORDER BY name, id LIMIT $2 OFFSET $3"
-        ))
-        .bind(&pattern)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(self.pool())
-        .await?;
-        let total: i64 = sqlx::query(
-            "SELECT COUNT(*) AS n FROM repositories WHERE LOWER(name) LIKE $1 ESCAPE '\\'",
+        self.list_matching(
+            &super::Listing {
+                table: "repositories",
+                columns: COLUMNS,
+                matched: "name",
+                order: "name, id",
+                from_row: repository_from,
+            },
+            query,
         )
-        .bind(&pattern)
-        .fetch_one(self.pool())
-        .await?
-        .try_get("n")?;
-        Ok(Page {
-            items: rows.iter().map(repository_from).collect::<Result<_>>()?,
-            total,
-        })
+        .await
     }
 
     /// The repository's credentials, opened (for the builder only; never for display).

@@ -608,28 +608,17 @@ impl Store {
 
     /// OAuth applications whose name contains `q`.
     pub async fn list_oauth_clients(&self, query: &ListQuery) -> Result<Page<OAuthClient>> {
-        let (limit, offset) = query.bounds();
-        let pattern = like_pattern(query.q.as_deref().unwrap_or(""));
-        let rows = sqlx::query(&format!(
-            "SELECT {CLIENT_COLUMNS} FROM oauth_clients WHERE LOWER(name) LIKE $1 ESCAPE '\\' \
-             ORDER BY name, id LIMIT $2 OFFSET $3"
-        ))
-        .bind(&pattern)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(self.pool())
-        .await?;
-        let total: i64 = sqlx::query(
-            "SELECT COUNT(*) AS n FROM oauth_clients WHERE LOWER(name) LIKE $1 ESCAPE '\\'",
+        self.list_matching(
+            &super::Listing {
+                table: "oauth_clients",
+                columns: CLIENT_COLUMNS,
+                matched: "name",
+                order: "name, id",
+                from_row: client_from,
+            },
+            query,
         )
-        .bind(&pattern)
-        .fetch_one(self.pool())
-        .await?
-        .try_get("n")?;
-        Ok(Page {
-            items: rows.iter().map(client_from).collect::<Result<_>>()?,
-            total,
-        })
+        .await
     }
 
     /// Change an OAuth application.
